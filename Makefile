@@ -1,0 +1,41 @@
+# Two commands for a fresh machine (see README.rst):
+#   make run    set up .venv if missing, install upperecho, run the server
+#   make test   set up .venv if missing, install upperecho, lint, type-check, test
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TCP ?= 12000
+UDP ?= 12001
+
+.PHONY: run test lint typecheck unit install venv clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# A regular (non-editable) install: an editable install of this flat layout
+# hides twisted/plugins from twistd.  Reinstalled on each run so the
+# installed copy is the working tree.
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check ".[test,tls]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall .
+	$(BIN)/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+
+run: install
+	$(BIN)/twistd -n --pidfile= upperecho --tcp $(TCP) --udp $(UDP)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy upperecho twisted/plugins tests
+
+unit: install
+	$(BIN)/python -m twisted.trial --reporter=text tests
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info _trial_temp .mypy_cache .ruff_cache .hypothesis

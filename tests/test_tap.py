@@ -1,0 +1,235 @@
+"""
+Tests for L{upperecho.tap}: option parsing, defaults, errors and the
+services L{makeService} builds (against a fake reactor).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from typing import Any
+
+from twisted.application import internet
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IServiceMaker
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactor
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from upperecho.tap import DEFAULT_PORT, Options, makeService
+from upperecho.tcp import UpperEchoFactory
+from upperecho.udp import MAX_DATAGRAM, UpperEchoDatagramProtocol
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    The command line of SPEC section 1.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        With no listener named, TCP and UDP are both served on 12000.
+        """
+        o = parse()
+        self.assertEqual((o["tcp"], o["udp"], o["listen"]), (12000, 12000, []))
+        self.assertEqual(o["encoding"], "utf-8")
+        self.assertEqual(o["max-connections"], 10000)
+        self.assertEqual(o["idle-timeout"], 300)
+        self.assertEqual(o["udp-rate"], 1000)
+        self.assertEqual(o["interface"], "")
+
+    def test_onlyWhatIsNamed(self) -> None:
+        """
+        Naming one listener turns the defaults off.
+        """
+        o = parse("--udp", "12001")
+        self.assertEqual((o["tcp"], o["udp"]), (None, 12001))
+        o = parse("--listen", "tcp:12005")
+        self.assertEqual((o["tcp"], o["udp"], o["listen"]), (None, None, ["tcp:12005"]))
+
+    def test_listenRepeatable(self) -> None:
+        """
+        --listen may be given several times.
+        """
+        o = parse("--listen", "tcp:1", "--listen", "unix:/tmp/x.sock")
+        self.assertEqual(o["listen"], ["tcp:1", "unix:/tmp/x.sock"])
+
+    def test_badValues(self) -> None:
+        """
+        Every bad value is a one-line usage error naming option and value.
+        """
+        cases = [
+            (["--tcp", "70000"], "--tcp 70000"),
+            (["--udp", "x"], "--udp x"),
+            (["--tcp", "-1"], "--tcp -1"),
+            (["--encoding", "nope"], "--encoding"),
+            (["--encoding", "base64"], "base64"),
+            (["--max-connections", "0"], "--max-connections 0"),
+            (["--max-connections", "many"], "--max-connections many"),
+            (["--idle-timeout", "-5"], "--idle-timeout -5"),
+            (["--idle-timeout", "nan"], "--idle-timeout nan"),
+            (["--udp-rate", "fast"], "--udp-rate fast"),
+            (["--listen", "bogus:1"], "--listen bogus:1"),
+            (["--listen", "tcp:notaport"], "--listen tcp:notaport"),
+            (["--listen", "ssl:1:privateKey=/nonexistent.pem"], "--listen ssl:1"),
+        ]
+        for argv, expected in cases:
+            with self.assertRaises(usage.UsageError, msg=str(argv)) as e:
+                parse(*argv)
+            message = str(e.exception)
+            self.assertIn(expected, message)
+            self.assertNotIn("\n", message)
+
+    def test_helpDocumentsEveryOption(self) -> None:
+        """
+        C{--help} documents every option of the SPEC.
+        """
+        text = str(Options())
+        for name in (
+            "--tcp",
+            "--udp",
+            "--interface",
+            "--listen",
+            "--encoding",
+            "--max-connections",
+            "--idle-timeout",
+            "--udp-rate",
+        ):
+            self.assertIn(name, text)
+
+
+class FakeUDPReactor(MemoryReactor):
+    """
+    L{MemoryReactor} has no C{listenUDP}; record calls to it here.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.udpPorts: list[tuple[Any, ...]] = []
+
+    def listenUDP(
+        self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+    ) -> Any:
+        self.udpPorts.append((port, protocol, interface, maxPacketSize))
+        return object()
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """
+    L{makeService} wires the options into TCP, UDP and endpoint services.
+    """
+
+    def test_defaultServices(self) -> None:
+        """
+        By default, one TCP and one UDP service on 12000 share the settings.
+        """
+        reactor = FakeUDPReactor()
+        svc = makeService(parse("--encoding", "latin-1"), reactor=reactor)
+        svc.privilegedStartService()
+        svc.startService()
+        ((port, factory, _, interface),) = reactor.tcpServers
+        self.assertEqual((port, interface), (DEFAULT_PORT, ""))
+        assert isinstance(factory, UpperEchoFactory)
+        self.assertEqual(factory.encoding, "iso8859-1")
+        ((uport, proto, uinterface, size),) = reactor.udpPorts
+        self.assertEqual((uport, uinterface, size), (DEFAULT_PORT, "", MAX_DATAGRAM))
+        self.assertIsInstance(proto, UpperEchoDatagramProtocol)
+        self.assertIn(DEFAULT_PORT, proto.ownPorts)
+
+    def test_interfaceAndLimits(self) -> None:
+        """
+        --interface, --max-connections, --idle-timeout and --udp-rate reach
+        the services.
+        """
+        reactor = FakeUDPReactor()
+        svc = makeService(
+            parse(
+                "--tcp",
+                "1",
+                "--udp",
+                "2",
+                "--interface",
+                "::",
+                "--max-connections",
+                "7",
+                "--idle-timeout",
+                "0",
+            ),
+            reactor=reactor,
+        )
+        svc.privilegedStartService()
+        ((_, factory, _, interface),) = reactor.tcpServers
+        assert isinstance(factory, UpperEchoFactory)
+        self.assertEqual(interface, "::")
+        self.assertEqual((factory.maxConnections, factory.idleTimeout), (7, 0))
+        self.assertEqual(reactor.udpPorts[0][2], "::")
+
+    def test_listen(self) -> None:
+        """
+        Each --listen becomes an endpoint service with the same factory.
+        """
+        reactor = FakeUDPReactor()
+        svc = makeService(
+            parse("--listen", "tcp:1", "--listen", "tcp:2:interface=127.0.0.1"),
+            reactor=reactor,
+        )
+        children = list(svc)
+        self.assertEqual(len(children), 2)
+        for child in children:
+            self.assertIsInstance(child, StreamServerEndpointService)
+        svc.privilegedStartService()
+        self.assertEqual([p[0] for p in reactor.tcpServers], [1, 2])
+        self.assertIs(reactor.tcpServers[0][1], reactor.tcpServers[1][1])
+
+    def test_cannotListen(self) -> None:
+        """
+        A port that cannot be bound ends start-up with one line naming the
+        option, instead of a traceback.
+        """
+
+        class Busy(FakeUDPReactor):
+            def listenTCP(self, port: int, *a: Any, **kw: Any) -> Any:
+                raise CannotListenError("", port, OSError(98, "Address already in use"))
+
+        svc = makeService(parse("--tcp", "12345"), reactor=Busy())
+        stderr = io.StringIO()
+        self.patch(sys, "__stderr__", stderr)
+        with self.assertRaises(SystemExit) as e:
+            svc.privilegedStartService()
+        self.assertEqual(e.exception.code, 1)
+        self.assertEqual(
+            stderr.getvalue(),
+            "upperecho: --tcp 12345: cannot listen: [Errno 98] Address already in use\n",
+        )
+
+    def test_tcpServerType(self) -> None:
+        """
+        --tcp uses Twisted's own TCPServer service.
+        """
+        svc = makeService(parse("--tcp", "5"), reactor=FakeUDPReactor())
+        self.assertIsInstance(svc.getServiceNamed("--tcp 5"), internet.TCPServer)
+
+
+class PluginTests(SynchronousTestCase):
+    """
+    The twistd plugin is found and points at this module.
+    """
+
+    def test_plugin(self) -> None:
+        """
+        C{getPlugins} finds a service maker with tapname C{upperecho} whose
+        options and makeService are this package's.
+        """
+        makers = {m.tapname: m for m in getPlugins(IServiceMaker)}
+        self.assertIn("upperecho", makers)
+        maker = makers["upperecho"]
+        self.assertIs(maker.options, Options)
+        self.assertIs(maker.makeService, makeService)

@@ -1,0 +1,243 @@
+"""
+Tests for L{upperecho.tcp}, driven through L{StringTransport} and L{Clock}:
+no sockets, no sleeps.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from upperecho.tcp import UpperEchoFactory, UpperEchoProtocol
+
+PEER = IPv4Address("TCP", "192.0.2.7", 40000)
+
+
+def connect(
+    factory: UpperEchoFactory, peer: IPv4Address = PEER
+) -> tuple[UpperEchoProtocol, StringTransport]:
+    """
+    Build a protocol from C{factory} and connect it to a fresh
+    L{StringTransport}, as the reactor would on C{accept()}.
+    """
+    proto = factory.buildProtocol(peer)
+    assert isinstance(proto, UpperEchoProtocol)
+    transport = StringTransport(peerAddress=peer)
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+def lose(proto: UpperEchoProtocol, transport: StringTransport) -> None:
+    """
+    Finish a connection the way the reactor does after C{loseConnection}.
+    """
+    transport.unregisterProducer()
+    proto.connectionLost()
+
+
+class ProtocolTests(SynchronousTestCase):
+    """
+    Stream semantics, chunking, half-close and backpressure.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.factory = UpperEchoFactory(clock=self.clock)
+        self.proto, self.transport = connect(self.factory)
+
+    def test_interface(self) -> None:
+        """
+        The protocol is half-closeable, so EOF does not discard the answer.
+        """
+        self.assertTrue(verifyObject(IHalfCloseableProtocol, self.proto))
+
+    def test_answersWithoutNewline(self) -> None:
+        """
+        The textbook client sends a sentence with no newline: it is answered
+        at once.
+        """
+        self.proto.dataReceived(b"hello world")
+        self.assertEqual(self.transport.value(), b"HELLO WORLD")
+
+    def test_streamOfLines(self) -> None:
+        """
+        Each read is answered as it arrives, in order.
+        """
+        self.proto.dataReceived(b"one\n")
+        self.proto.dataReceived(b"two\nthr")
+        self.proto.dataReceived(b"ee\n")
+        self.assertEqual(self.transport.value(), b"ONE\nTWO\nTHREE\n")
+
+    def test_splitCharacter(self) -> None:
+        """
+        A UTF-8 character split across reads is held, not mangled.
+        """
+        data = "straße ǆ".encode()
+        for i in range(len(data)):
+            self.proto.dataReceived(data[i : i + 1])
+        self.assertEqual(self.transport.value(), "STRASSE Ǆ".encode())
+
+    def test_halfClose(self) -> None:
+        """
+        After the peer's EOF, held bytes are sent as they are, the producer is
+        unregistered and the connection is closed (after flushing).
+        """
+        self.proto.dataReceived(b"bye \xe4\xb8")
+        self.assertEqual(self.transport.value(), b"BYE ")
+        self.proto.readConnectionLost()
+        self.assertEqual(self.transport.value(), b"BYE \xe4\xb8")
+        self.assertIsNone(self.transport.producer)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_selfProducer(self) -> None:
+        """
+        The transport is its own streaming producer: when its write buffer
+        fills, the transport stops reading from the peer.
+        """
+        self.assertIs(self.transport.producer, self.transport)
+        self.assertTrue(self.transport.streaming)
+
+    def test_pauseResume(self) -> None:
+        """
+        Pausing (buffer full) and resuming (buffer drained) go to the
+        transport, and nothing is lost across a pause.
+        """
+        self.proto.dataReceived(b"abc")
+        producer = self.transport.producer
+        assert producer is not None
+        producer.pauseProducing()
+        self.assertEqual(self.transport.producerState, "paused")
+        producer.resumeProducing()
+        self.assertEqual(self.transport.producerState, "producing")
+        self.proto.dataReceived(b"def")
+        self.assertEqual(self.transport.value(), b"ABCDEF")
+
+    def test_writeConnectionLost(self) -> None:
+        """
+        If the peer can no longer receive, the connection is closed.
+        """
+        self.proto.writeConnectionLost()
+        self.assertTrue(self.transport.disconnecting)
+        self.assertIsNone(self.transport.producer)
+
+    def test_encoding(self) -> None:
+        """
+        The factory's encoding is used.
+        """
+        factory = UpperEchoFactory(encoding="latin-1", clock=self.clock)
+        proto, transport = connect(factory)
+        proto.dataReceived("ÿé".encode("latin-1"))
+        self.assertEqual(transport.value(), "ÿÉ".encode("latin-1"))
+
+    def test_badEncoding(self) -> None:
+        """
+        A factory cannot be built with an unknown encoding.
+        """
+        self.assertRaises(ValueError, UpperEchoFactory, encoding="nope")
+
+
+class LimitTests(SynchronousTestCase):
+    """
+    --max-connections and --idle-timeout.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+
+    def test_maxConnections(self) -> None:
+        """
+        Connection N+1 is refused (no protocol: the reactor closes it at
+        once) and counted; when one closes, a new one is accepted.
+        """
+        factory = UpperEchoFactory(maxConnections=2, clock=self.clock)
+        first = connect(factory)
+        connect(factory)
+        self.assertIsNone(factory.buildProtocol(PEER))
+        self.assertEqual(factory.refused, 1)
+        lose(*first)
+        self.assertIsInstance(factory.buildProtocol(PEER), UpperEchoProtocol)
+
+    def test_maxConnectionsLogged(self) -> None:
+        """
+        A refusal is logged with the peer address, once per peer per minute.
+        """
+        factory = UpperEchoFactory(maxConnections=1, clock=self.clock)
+        connect(factory)
+        events: list[LogEvent] = []
+        observer = cast(ILogObserver, events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        for _ in range(5):
+            factory.buildProtocol(PEER)
+        refusals = [e for e in events if e.get("peer") == "192.0.2.7:40000"]
+        self.assertEqual(len(refusals), 1)
+        self.assertEqual(factory.refused, 5)
+
+    def test_idleClosed(self) -> None:
+        """
+        A connection silent for the idle timeout is closed.
+        """
+        factory = UpperEchoFactory(idleTimeout=10, clock=self.clock)
+        _, transport = connect(factory)
+        self.clock.pump([0.5] * 19)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.5)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(factory.idleClosed, 1)
+
+    def test_activeNotClosed(self) -> None:
+        """
+        A connection that keeps sending is never closed, and one that stops
+        is closed within the timeout plus one sweep interval of its last
+        byte, never before the timeout.
+        """
+        factory = UpperEchoFactory(idleTimeout=10, clock=self.clock)
+        proto, transport = connect(factory)
+        for _ in range(100):
+            self.clock.advance(3)
+            proto.dataReceived(b"x")
+        self.assertFalse(transport.disconnecting)
+        lastByte = self.clock.seconds()
+        while not transport.disconnecting:
+            self.clock.advance(0.5)
+        silent = self.clock.seconds() - lastByte
+        self.assertGreaterEqual(silent, 10)
+        self.assertLessEqual(silent, 10 + factory.sweepInterval + 0.5)
+
+    def test_idleTimeoutOff(self) -> None:
+        """
+        With a timeout of 0 no timer is ever scheduled.
+        """
+        factory = UpperEchoFactory(idleTimeout=0, clock=self.clock)
+        _, transport = connect(factory)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(10**6)
+        self.assertFalse(transport.disconnecting)
+
+    def test_idleStuckPeerAborted(self) -> None:
+        """
+        An idle connection that cannot finish closing (its peer reads
+        nothing) is aborted one sweep later.
+        """
+        factory = UpperEchoFactory(idleTimeout=10, clock=self.clock)
+        _, transport = connect(factory)
+        self.clock.pump([1.0] * 10)
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(factory.sweepInterval)
+        self.assertTrue(transport.disconnected)
+
+    def test_sweepStopsWhenEmpty(self) -> None:
+        """
+        With no connection left, no sweep timer remains.
+        """
+        factory = UpperEchoFactory(idleTimeout=10, clock=self.clock)
+        lose(*connect(factory))
+        self.assertEqual(self.clock.getDelayedCalls(), [])

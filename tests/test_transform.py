@@ -1,0 +1,202 @@
+"""
+Tests for L{upperecho.transform}: table cases and hypothesis properties.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from upperecho.transform import Uppercaser, checkEncoding, isAsciiCompatible, upper
+
+
+def reference(data: bytes, encoding: str = "utf-8") -> bytes:
+    """
+    The SPEC's definition of the transform for UTF-8.
+    """
+    return (
+        data.decode(encoding, "surrogateescape")
+        .upper()
+        .encode(encoding, "surrogateescape")
+    )
+
+
+def chunked(data: bytes, cuts: list[int], encoding: str = "utf-8") -> bytes:
+    """
+    Feed C{data} to one L{Uppercaser} in pieces cut at C{cuts}, then flush.
+    """
+    u = Uppercaser(encoding)
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    out = []
+    start = 0
+    for p in [*points, len(data)]:
+        out.append(u.feed(data[start:p]))
+        start = p
+    out.append(u.flush())
+    return b"".join(out)
+
+
+class TableTests(SynchronousTestCase):
+    """
+    The examples of SPEC section 2.
+    """
+
+    def test_ascii(self) -> None:
+        """
+        ASCII letters are uppercased, everything else stays.
+        """
+        self.assertEqual(upper(b"hello, world 123\n"), b"HELLO, WORLD 123\n")
+
+    def test_unicode(self) -> None:
+        """
+        C{str.upper()} rules: sharp s grows, digraphs and fullwidth letters
+        map, Chinese is unchanged.
+        """
+        for src, want in [
+            ("straße", "STRASSE"),
+            ("ǆ", "Ǆ"),
+            ("ａｂｃ", "ＡＢＣ"),
+            ("敏捷的棕色狐狸", "敏捷的棕色狐狸"),
+            ("γειά σου", "ΓΕΙΆ ΣΟΥ"),
+        ]:
+            self.assertEqual(upper(src.encode()), want.encode(), src)
+
+    def test_invalidBytesPassThrough(self) -> None:
+        """
+        Bytes that are not UTF-8 come back unchanged, around uppercased text.
+        """
+        self.assertEqual(upper(b"ab\xff\xfecd\xc3"), b"AB\xff\xfeCD\xc3")
+
+    def test_latin1Unencodable(self) -> None:
+        """
+        In latin-1, C{ÿ} stays, because its uppercase C{Ÿ} has no latin-1 byte.
+        """
+        data = "ÿé straße".encode("latin-1")
+        self.assertEqual(upper(data, "latin-1"), "ÿÉ STRASSE".encode("latin-1"))
+
+    def test_gbk(self) -> None:
+        """
+        GBK text is decoded as GBK: Chinese stays, Latin letters go up.
+        """
+        data = "中文 abc ｄ".encode("gbk")
+        self.assertEqual(upper(data, "gbk"), "中文 ABC Ｄ".encode("gbk"))
+
+    def test_gbkInvalidPassThrough(self) -> None:
+        """
+        An invalid GBK sequence (a lead byte followed by ASCII) passes through.
+        """
+        self.assertEqual(upper(b"\x81 ab", "gbk"), b"\x81 AB")
+
+    def test_utf16(self) -> None:
+        """
+        A codec that is not ASCII-compatible still works end to end.
+        """
+        data = "abc straße".encode("utf-16")
+        self.assertEqual(upper(data, "utf-16"), "ABC STRASSE".encode("utf-16"))
+
+    def test_heldCharacter(self) -> None:
+        """
+        A multi-byte character split across feeds is held, then completed.
+        """
+        u = Uppercaser()
+        self.assertEqual(u.feed(b"a\xc3"), b"A")
+        self.assertEqual(u.feed(b"\xa9b"), "ÉB".encode())
+        self.assertEqual(u.flush(), b"")
+
+    def test_flushReturnsHeldBytes(self) -> None:
+        """
+        At the end of the stream, held bytes of an incomplete character are
+        returned as they are.
+        """
+        u = Uppercaser()
+        self.assertEqual(u.feed(b"x\xe4\xb8"), b"X")
+        self.assertEqual(u.flush(), b"\xe4\xb8")
+
+    def test_asciiCompatible(self) -> None:
+        """
+        The fast path is only for codecs that keep ASCII as it is.
+        """
+        self.assertTrue(isAsciiCompatible("utf-8"))
+        self.assertTrue(isAsciiCompatible("latin-1"))
+        self.assertTrue(isAsciiCompatible("gbk"))
+        self.assertFalse(isAsciiCompatible("utf-16"))
+        self.assertFalse(isAsciiCompatible("utf-7"))
+
+    def test_checkEncoding(self) -> None:
+        """
+        Unknown codecs and bytes-to-bytes codecs are refused with one line.
+        """
+        self.assertEqual(checkEncoding("UTF8"), "utf-8")
+        for bad in ("nope", "base64", "rot13", "zlib"):
+            with self.assertRaises(ValueError) as e:
+                checkEncoding(bad)
+            self.assertIn(repr(bad), str(e.exception))
+
+
+class PropertyTests(SynchronousTestCase):
+    """
+    Invariants of the transform over arbitrary input.
+    """
+
+    @given(st.binary(max_size=300))
+    def test_matchesReference(self, data: bytes) -> None:
+        """
+        For UTF-8, the transform is exactly the SPEC's reference expression.
+        """
+        self.assertEqual(upper(data), reference(data))
+
+    @given(st.text(st.characters(exclude_categories=["Cs"]), max_size=100))
+    def test_text(self, text: str) -> None:
+        """
+        Valid text comes back as C{str.upper()} of it.
+        """
+        self.assertEqual(upper(text.encode()), text.upper().encode())
+
+    @given(
+        st.binary(max_size=300)
+        | st.text(max_size=100).map(lambda t: t.encode("utf-8", "surrogatepass")),
+        st.lists(st.integers(min_value=0, max_value=400), max_size=12),
+    )
+    def test_chunkingInvariance(self, data: bytes, cuts: list[int]) -> None:
+        """
+        However a stream is cut into reads, the output is the transform of
+        the whole stream.
+        """
+        self.assertEqual(chunked(data, cuts), upper(data))
+
+    @given(
+        st.text(max_size=60),
+        st.lists(st.integers(min_value=0, max_value=200), max_size=8),
+        st.sampled_from(["latin-1", "gbk", "utf-16", "cp1252", "shift_jis"]),
+    )
+    def test_chunkingInvarianceOtherEncodings(
+        self, text: str, cuts: list[int], encoding: str
+    ) -> None:
+        """
+        Chunking invariance holds in other encodings too.
+        """
+        data = text.encode(encoding, "replace")
+        self.assertEqual(chunked(data, cuts, encoding), upper(data, encoding))
+
+    @given(st.binary(max_size=300))
+    def test_latin1PerCharacter(self, data: bytes) -> None:
+        """
+        In latin-1 every byte is a character: each one is uppercased when its
+        uppercase form is one latin-1 character or more, else kept.
+        """
+        want = bytearray()
+        for ch in data.decode("latin-1"):
+            try:
+                want += ch.upper().encode("latin-1")
+            except UnicodeEncodeError:
+                want += ch.encode("latin-1")
+        self.assertEqual(upper(data, "latin-1"), bytes(want))
+
+    @given(st.binary(max_size=200))
+    def test_idempotent(self, data: bytes) -> None:
+        """
+        Uppercasing twice changes nothing more.
+        """
+        once = upper(data)
+        self.assertEqual(upper(once), once)

@@ -1,0 +1,232 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The C{twistd upperecho} command line: L{Options} and L{makeService}.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.application import internet, strports
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactor
+from twisted.logger import Logger
+from twisted.python import usage
+
+from upperecho.tcp import UpperEchoFactory
+from upperecho.transform import checkEncoding
+from upperecho.udp import MAX_DATAGRAM, UpperEchoDatagramProtocol
+
+__all__ = ["DEFAULT_PORT", "Options", "UpperEchoService", "makeService"]
+
+#: the port of the textbook's servers, for TCP and UDP alike
+DEFAULT_PORT = 12000
+
+
+def _port(option: str, value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise usage.UsageError(f"--{option} {value}: not a port number (0-65535)")
+    return port
+
+
+def _number(option: str, value: str, kind: Callable[[str], float] = float) -> float:
+    try:
+        number = kind(value)
+    except ValueError:
+        number = -1
+    if not number >= 0:
+        raise usage.UsageError(f"--{option} {value}: not a number >= 0")
+    return number
+
+
+class Options(usage.Options):
+    """
+    Options for C{twistd upperecho}; every mistake is a one-line
+    L{usage.UsageError} naming the option and the value.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Serve the classic socket-programming uppercase echo: every byte "
+        "received over TCP and every datagram received over UDP is sent back "
+        "uppercased.  With no --tcp, --udp or --listen, both TCP and UDP are "
+        f"served on port {DEFAULT_PORT}."
+    )
+
+    optParameters: list[list[Any]] = [
+        ["tcp", None, None, "Serve the TCP service on this port."],
+        ["udp", None, None, "Serve the UDP service on this port."],
+        [
+            "interface",
+            None,
+            "",
+            "Address to bind --tcp and --udp to; '::' is dual-stack IPv4+IPv6 "
+            "[default: all IPv4 addresses].",
+        ],
+        [
+            "encoding",
+            None,
+            "utf-8",
+            "Text encoding used to uppercase (any Python codec).",
+        ],
+        [
+            "max-connections",
+            None,
+            "10000",
+            "Concurrent TCP connections; more are closed at once.",
+        ],
+        [
+            "idle-timeout",
+            None,
+            "300",
+            "Close a TCP connection silent for this many seconds; 0 = never.",
+        ],
+        [
+            "udp-rate",
+            None,
+            "1000",
+            "UDP replies per second to one source IP (burst of as many); "
+            "0 = unlimited.",
+        ],
+    ]
+
+    compData = usage.Completions(
+        optActions={"interface": usage.CompleteNetInterfaces()}
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """
+        Serve the stream service on a Twisted server endpoint (repeatable):
+        tcp:12000, tcp6:port=12000:interface=\\:\\:1, unix:/run/upperecho.sock,
+        ssl:12443:privateKey=key.pem:certKey=cert.pem,
+        systemd:domain=INET:index=0, haproxy:tcp:12000.
+        """
+        try:
+            # Parsed against a reactor that never listens: this catches
+            # syntax errors, unknown prefixes and unreadable TLS files now,
+            # as a usage error, instead of as a traceback at start-up.
+            from twisted.internet.endpoints import serverFromString
+
+            serverFromString(MemoryReactor(), description)
+        except Exception as e:
+            raise usage.UsageError(f"--listen {description}: {e}") from None
+        self["listen"].append(description)
+
+    def postOptions(self) -> None:
+        for name in ("tcp", "udp"):
+            if self[name] is not None:
+                self[name] = _port(name, self[name])
+        if self["tcp"] is None and self["udp"] is None and not self["listen"]:
+            self["tcp"] = self["udp"] = DEFAULT_PORT
+        try:
+            self["encoding"] = checkEncoding(self["encoding"])
+        except ValueError as e:
+            raise usage.UsageError(f"--encoding: {e}") from None
+        self["max-connections"] = int(
+            _number("max-connections", self["max-connections"], int)
+        )
+        if self["max-connections"] < 1:
+            raise usage.UsageError(
+                f"--max-connections {self['max-connections']}: must be at least 1"
+            )
+        self["idle-timeout"] = _number("idle-timeout", self["idle-timeout"])
+        self["udp-rate"] = _number("udp-rate", self["udp-rate"])
+
+
+class UpperEchoService(MultiService):
+    """
+    The upperecho services, started so that a failure to listen ends the
+    program with one line naming the option, not with a traceback.
+
+    Each child is named for the option that asked for it (C{--tcp 12000}).
+    """
+
+    _log = Logger()
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        for child in self:
+            self._start(child, child.privilegedStartService)
+
+    def startService(self) -> None:
+        Service.startService(self)
+        for child in self:
+            self._start(child, child.startService)
+
+    def _start(self, child: IService, start: Callable[[], object]) -> None:
+        try:
+            start()
+        except CannotListenError as e:
+            reason = e.socketError if e.socketError is not None else e
+            # twistd has already redirected sys.stderr into its log by now;
+            # the person who started it should see this line on the terminal.
+            stderr = sys.__stderr__ or sys.stderr
+            print(f"upperecho: {child.name}: cannot listen: {reason}", file=stderr)
+            self._log.error(
+                "{option}: cannot listen: {reason}", option=child.name, reason=reason
+            )
+            raise SystemExit(1) from None
+
+
+def makeService(
+    config: Options | dict[str, Any], reactor: Any = None
+) -> UpperEchoService:
+    """
+    Build the upperecho services from parsed L{Options}.
+
+    @param reactor: the reactor to listen with (tests pass a fake); the
+        global reactor by default.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    top = UpperEchoService()
+    listens: Sequence[str] = config.get("listen", [])
+    factory = None
+    if config.get("tcp") is not None or listens:
+        factory = UpperEchoFactory(
+            encoding=config["encoding"],
+            maxConnections=config["max-connections"],
+            idleTimeout=config["idle-timeout"],
+            clock=reactor,
+        )
+    if config.get("tcp") is not None:
+        tcp = internet.TCPServer(
+            config["tcp"], factory, interface=config["interface"], reactor=reactor
+        )
+        tcp.setName(f"--tcp {config['tcp']}")
+        tcp.setServiceParent(top)
+    for i, description in enumerate(listens):
+        assert factory is not None
+        svc = strports.service(description, factory, reactor=reactor)
+        svc.setName(f"--listen {description}" + (f" (#{i + 1})" if i else ""))
+        svc.setServiceParent(top)
+    if config.get("udp") is not None:
+        proto = UpperEchoDatagramProtocol(
+            encoding=config["encoding"],
+            rate=config["udp-rate"],
+            ownPorts=[config["udp"]] if config["udp"] else [],
+            clock=reactor,
+        )
+        udp = internet.UDPServer(
+            config["udp"],
+            proto,
+            interface=config["interface"],
+            maxPacketSize=MAX_DATAGRAM,
+            reactor=reactor,
+        )
+        udp.setName(f"--udp {config['udp']}")
+        udp.setServiceParent(top)
+    return top

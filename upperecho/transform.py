@@ -1,0 +1,181 @@
+# -*- test-case-name: tests.test_transform -*-
+"""
+The uppercase transform shared by every part of upperecho.
+
+The server, the client and the probe all call this module, so "what the
+server should have answered" is defined in exactly one place.
+
+The rules (SPEC section 2):
+  - text is decoded with the configured encoding and uppercased with
+    C{str.upper()};
+  - bytes that are not valid in the encoding pass through unchanged;
+  - a character whose uppercase form cannot be encoded stays as it was;
+  - a stream may be cut anywhere: L{Uppercaser} holds an incomplete multi-byte
+    character (a few bytes at most) until the rest of it arrives, so the
+    output never depends on how the input was split.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+
+__all__ = [
+    "Uppercaser",
+    "checkEncoding",
+    "isAsciiCompatible",
+    "upper",
+]
+
+_PASSTHROUGH = "upperecho-passthrough"
+
+
+def _passthrough(error: UnicodeError) -> tuple[str | bytes, int]:
+    """
+    A codec error handler like C{surrogateescape}, but for every byte value.
+
+    C{surrogateescape} refuses to escape bytes below 0x80, which some codecs
+    (UTF-16, for example) report as invalid.  This handler maps any invalid
+    byte C{b} to the lone surrogate U+DC00+b when decoding and back when
+    encoding, so invalid input always round-trips byte for byte.
+    """
+    if isinstance(error, UnicodeDecodeError):
+        bad = error.object[error.start : error.end]
+        return "".join(chr(0xDC00 + b) for b in bad), error.end
+    if isinstance(error, UnicodeEncodeError):
+        chunk = error.object[error.start : error.end]
+        if all(0xDC00 <= ord(c) <= 0xDCFF for c in chunk):
+            return bytes(ord(c) - 0xDC00 for c in chunk), error.end
+    raise error
+
+
+codecs.register_error(_PASSTHROUGH, _passthrough)
+
+_ASCII_TEXT = "".join(map(chr, range(128)))
+_ASCII_BYTES = bytes(range(128))
+
+
+@functools.cache
+def isAsciiCompatible(encoding: str) -> bool:
+    """
+    Whether C{encoding} encodes the 128 ASCII characters as themselves.
+
+    Only then may pure-ASCII input take the C{bytes.upper()} fast path and may
+    invalid bytes use the C{surrogateescape} handler.
+    """
+    try:
+        return (
+            _ASCII_TEXT.encode(encoding) == _ASCII_BYTES
+            and _ASCII_BYTES.decode(encoding) == _ASCII_TEXT
+        )
+    except (UnicodeError, LookupError):
+        return False
+
+
+def checkEncoding(encoding: str) -> str:
+    """
+    Validate a text encoding name for use with L{Uppercaser}.
+
+    @return: the codec's canonical name.
+    @raise ValueError: with a one-line message if C{encoding} is unknown or is
+        not a text encoding (C{base64}, C{zlib}, C{rot13} ...).
+    """
+    try:
+        info = codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(f"unknown encoding: {encoding!r}") from None
+    try:
+        "a".encode(encoding)
+        b"a".decode(encoding)
+        codecs.getincrementaldecoder(encoding)
+        codecs.getincrementalencoder(encoding)
+    except (LookupError, TypeError, UnicodeError, AttributeError):
+        raise ValueError(f"not a text encoding: {encoding!r}") from None
+    return info.name
+
+
+class Uppercaser:
+    """
+    Incremental uppercasing of a byte stream in one encoding.
+
+    One instance serves one stream (a TCP connection) or, through L{upper},
+    one self-contained message (a UDP datagram).  Its only state is the tail
+    of an incomplete character, held until the next L{feed} or L{flush}.
+
+    @ivar encoding: the codec name given to the constructor.
+    """
+
+    __slots__ = ("_ascii", "_decoder", "_encoder", "_errors", "_pending", "encoding")
+
+    def __init__(self, encoding: str = "utf-8") -> None:
+        self.encoding = encoding
+        self._ascii = isAsciiCompatible(encoding)
+        # The C codecs handle surrogateescape natively and much faster.
+        self._errors = "surrogateescape" if self._ascii else _PASSTHROUGH
+        self._decoder: codecs.IncrementalDecoder | None = None
+        self._encoder: codecs.IncrementalEncoder | None = None
+        self._pending = False
+
+    def feed(self, data: bytes) -> bytes:
+        """
+        Uppercase the next piece of the stream.
+
+        @return: the uppercased bytes for every complete character in
+            C{data} (plus any held from before); an incomplete trailing
+            character is held back.
+        """
+        if self._ascii and not self._pending and data.isascii():
+            return data.upper()
+        return self._slow(data, False)
+
+    def flush(self) -> bytes:
+        """
+        End the stream: return the held bytes of an incomplete character as
+        they are (they are not valid text, so they pass through).
+        """
+        if not self._pending and self._decoder is None:
+            return b""
+        return self._slow(b"", True)
+
+    def _slow(self, data: bytes, final: bool) -> bytes:
+        decoder = self._decoder
+        if decoder is None:
+            decoder = self._decoder = codecs.getincrementaldecoder(self.encoding)(
+                self._errors
+            )
+        text = decoder.decode(data, final)
+        self._pending = bool(decoder.getstate()[0])
+        return self._encode(text, final)
+
+    def _encode(self, text: str, final: bool) -> bytes:
+        encoder = self._encoder
+        if encoder is None:
+            encoder = self._encoder = codecs.getincrementalencoder(self.encoding)(
+                self._errors
+            )
+        try:
+            return encoder.encode(text.upper(), final)
+        except UnicodeEncodeError:
+            pass
+        # Some uppercase form has no encoding here (latin-1 "ÿ" -> "Ÿ"):
+        # go character by character and keep those characters as they were.
+        out = []
+        for ch in text:
+            try:
+                out.append(encoder.encode(ch.upper()))
+            except UnicodeEncodeError:
+                out.append(encoder.encode(ch))
+        out.append(encoder.encode("", final))
+        return b"".join(out)
+
+
+def upper(data: bytes, encoding: str = "utf-8") -> bytes:
+    """
+    Uppercase one self-contained message (a UDP datagram, a probe, a file).
+
+    Equal to feeding C{data} to a fresh L{Uppercaser} and flushing it.
+    """
+    if data.isascii() and isAsciiCompatible(encoding):
+        return data.upper()
+    u = Uppercaser(encoding)
+    return u.feed(data) + u.flush()

@@ -1,0 +1,200 @@
+# -*- test-case-name: tests.test_udp -*-
+"""
+The UDP side of upperecho: one datagram in, one uppercased datagram out.
+
+UDP has no connection: every datagram carries its sender's address, and the
+reply is addressed back to it.  That is also what makes a UDP echo dangerous
+on an open network (a spoofed source turns it into a reflector, or into one
+end of an endless echo loop), so the protocol guards every reply.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from twisted.internet.error import MessageLengthError
+from twisted.internet.interfaces import IReactorTime, IUDPTransport
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from upperecho.throttle import LogThrottle, SourceRateLimiter
+from upperecho.transform import checkEncoding, isAsciiCompatible, upper
+
+__all__ = [
+    "MAX_DATAGRAM",
+    "MAX_PAYLOAD_IPV4",
+    "MAX_PAYLOAD_IPV6",
+    "UpperEchoDatagramProtocol",
+    "refusalReason",
+]
+
+#: read size for the UDP port: large enough that no datagram is truncated
+#: (Twisted's default C{maxPacketSize} is 8,192 bytes)
+MAX_DATAGRAM = 65535
+#: the largest UDP payload over IPv4 (65,535 - 8 UDP - 20 IP header bytes)
+MAX_PAYLOAD_IPV4 = 65507
+#: the largest UDP payload over IPv6 without jumbograms (65,535 - 8)
+MAX_PAYLOAD_IPV6 = 65527
+
+_LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+
+Address = tuple[Any, ...]
+
+
+class ReplyWriter(Protocol):
+    """
+    What sends a reply once the protocol has decided one is due: by default
+    the transport's C{write}; L{upperecho.impair} substitutes a lossy one.
+    """
+
+    def send(
+        self, write: Callable[[bytes, Address], object], data: bytes, addr: Address
+    ) -> None:
+        """
+        Send C{data} to C{addr} with C{write}, now, later or not at all.
+        """
+
+
+def refusalReason(host: str, port: int, ownPorts: Iterable[int] = ()) -> str | None:
+    """
+    The loop guard: why a datagram from C{(host, port)} must get no reply.
+
+    @return: C{None} if a reply is allowed, else a short reason.
+    """
+    if port == 0:
+        return "source port 0"
+    if port < 1024:
+        return f"privileged source port {port}"
+    if port in ownPorts:
+        return f"source port {port} is one of this server's own"
+    return _addressReason(host)
+
+
+def _addressReason(host: str) -> str | None:
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+            host.partition("%")[0]
+        )
+    except ValueError:
+        return f"source {host!r} is not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_multicast:
+        return "multicast source address"
+    if ip.is_unspecified or (
+        isinstance(ip, ipaddress.IPv4Address) and ip in _THIS_NETWORK
+    ):
+        return "unspecified source address"
+    if ip == _LIMITED_BROADCAST:
+        return "broadcast source address"
+    return None
+
+
+class UpperEchoDatagramProtocol(DatagramProtocol):
+    """
+    Uppercase echo over UDP, guarded against loops and reflection.
+
+    Each datagram is transformed on its own (no state between datagrams).  A
+    reply is sent only if the source passes the loop guard (L{refusalReason})
+    and its per-IP rate limit, and only if it fits in one datagram.
+
+    @ivar datagramsIn: datagrams received.
+    @ivar datagramsOut: replies handed to the transport (or to the impairment).
+    @ivar drops: datagrams that got no reply, by reason.
+    """
+
+    _log = Logger()
+    noisy = False
+    transport: IUDPTransport
+
+    def __init__(
+        self,
+        encoding: str = "utf-8",
+        rate: float = 1000,
+        ownPorts: Iterable[int] = (),
+        clock: IReactorTime | None = None,
+        impairment: ReplyWriter | None = None,
+    ) -> None:
+        checkEncoding(encoding)
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor
+        assert clock is not None
+        self.encoding = encoding
+        self.ownPorts = set(ownPorts)
+        self.impairment = impairment
+        self.datagramsIn = 0
+        self.datagramsOut = 0
+        self.drops = {"loop-guard": 0, "rate-limit": 0, "oversize": 0, "send-error": 0}
+        self._clock = clock
+        self._ascii = isAsciiCompatible(encoding)
+        self._limiter = SourceRateLimiter(rate, clock) if rate > 0 else None
+        self._logThrottle = LogThrottle(clock)
+        # host -> loop-guard verdict for the address part; bounded below
+        self._verdicts: dict[str, str | None] = {}
+
+    def startProtocol(self) -> None:
+        getHost = getattr(self.transport, "getHost", None)
+        if getHost is not None:
+            port = getattr(getHost(), "port", None)
+            if port:
+                self.ownPorts.add(port)
+
+    def datagramReceived(self, data: bytes, addr: Address) -> None:
+        self.datagramsIn += 1
+        host, port = addr[0], addr[1]
+        if port < 1024 or port in self.ownPorts:
+            self._refuse("loop-guard", host, refusalReason(host, port, self.ownPorts))
+            return
+        try:
+            reason = self._verdicts[host]
+        except KeyError:
+            if len(self._verdicts) >= 4096:
+                self._verdicts.clear()
+            reason = self._verdicts[host] = _addressReason(host)
+        if reason is not None:
+            self._refuse("loop-guard", host, reason)
+            return
+        if self._limiter is not None and not self._limiter.allow(host):
+            self._refuse("rate-limit", host, "over --udp-rate")
+            return
+        # the fast path of transform.upper, inlined: this is the hot loop
+        reply = (
+            data.upper()
+            if self._ascii and data.isascii()
+            else upper(data, self.encoding)
+        )
+        limit = (
+            MAX_PAYLOAD_IPV6 if ":" in host and "." not in host else MAX_PAYLOAD_IPV4
+        )
+        if len(reply) > limit:
+            self._refuse(
+                "oversize", host, f"reply of {len(reply)} bytes exceeds {limit}"
+            )
+            return
+        self.datagramsOut += 1
+        if self.impairment is None:
+            self._write(reply, addr)
+        else:
+            self.impairment.send(self._write, reply, addr)
+
+    def _write(self, data: bytes, addr: Address) -> None:
+        try:
+            self.transport.write(data, addr)
+        except (MessageLengthError, OSError) as e:
+            self._refuse("send-error", addr[0], f"send failed: {e}")
+
+    def _refuse(self, kind: str, host: str, why: str | None) -> None:
+        self.drops[kind] += 1
+        if self._logThrottle.ready((kind, host)):
+            self._log.info(
+                "no UDP reply to {host} ({why}); further {kind} drops for it "
+                "are counted, not logged, for a minute",
+                host=host,
+                why=why,
+                kind=kind,
+            )
