@@ -206,13 +206,15 @@ class Impairment(Service):
         self._log.warn(
             "UDP replies are impaired: {loss:g}% lost, {duplicate:g}% duplicated, "
             "delayed {delay:g} ms + jitter 0..{jitter:g} ms, seed {seed} "
-            "(at most {maxPending} pending); TCP is not impaired",
+            "(at most {maxPending} replies or {maxPendingMiB:g} MiB pending); "
+            "TCP is not impaired",
             loss=self.loss,
             duplicate=self.duplicate,
             delay=self.delay,
             jitter=self.jitter,
             seed=self.seed,
             maxPending=self.maxPending,
+            maxPendingMiB=self.maxPendingBytes / 2**20,
         )
 
     def stopService(self) -> None:
