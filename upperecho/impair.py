@@ -168,6 +168,10 @@ class Impairment(Service):
         self._sendCopy(write, data, addr)
 
     def _sendCopy(self, write: Write, data: bytes, addr: Address) -> None:
+        """
+        Write one copy now, or schedule it with its own random delay, unless
+        too much is pending already.
+        """
         if not self._later:
             self.written += 1
             write(data, addr)
@@ -192,6 +196,9 @@ class Impairment(Service):
         )
 
     def _deliver(self, key: int, write: Write, data: bytes, addr: Address) -> None:
+        """
+        A delayed copy is due: forget it as pending and write it.
+        """
         del self._pending[key]
         self._pendingBytes -= len(data)
         self.written += 1
