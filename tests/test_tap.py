@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import io
 import sys
-from typing import Any
+from typing import Any, cast
 
 from twisted.application import internet
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactor
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from upperecho.impair import Impairment
 from upperecho.tap import DEFAULT_PORT, Options, makeService
 from upperecho.tcp import UpperEchoFactory
 from upperecho.udp import MAX_DATAGRAM, UpperEchoDatagramProtocol
@@ -233,3 +235,159 @@ class PluginTests(SynchronousTestCase):
         maker = makers["upperecho"]
         self.assertIs(maker.options, Options)
         self.assertIs(maker.makeService, makeService)
+
+
+class ImpairmentOptionsTests(SynchronousTestCase):
+    """
+    The UDP impairment options of SPEC section 9.2.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        Impairment is off by default, and the seed is left to chance.
+        """
+        o = parse()
+        self.assertEqual(
+            [o[n] for n in ("udp-loss", "udp-duplicate", "udp-delay", "udp-jitter")],
+            [0, 0, 0, 0],
+        )
+        self.assertIsNone(o["udp-seed"])
+
+    def test_values(self) -> None:
+        """
+        Percentages and milliseconds may be fractional; the seed is an int.
+        """
+        o = parse(
+            "--udp-loss",
+            "12.5",
+            "--udp-duplicate",
+            "100",
+            "--udp-delay",
+            "0.5",
+            "--udp-jitter",
+            "20",
+            "--udp-seed",
+            "7",
+        )
+        self.assertEqual(
+            [
+                o[n]
+                for n in (
+                    "udp-loss",
+                    "udp-duplicate",
+                    "udp-delay",
+                    "udp-jitter",
+                    "udp-seed",
+                )
+            ],
+            [12.5, 100, 0.5, 20, 7],
+        )
+
+    def test_badValues(self) -> None:
+        """
+        Negative, over 100 %, not a number, infinite, a non-integer seed, or
+        impairment without a UDP service: a one-line usage error naming the
+        option and the value.
+        """
+        cases = [
+            (["--udp-loss", "150"], "--udp-loss 150"),
+            (["--udp-loss", "-1"], "--udp-loss -1"),
+            (["--udp-loss", "some"], "--udp-loss some"),
+            (["--udp-loss", "nan"], "--udp-loss nan"),
+            (["--udp-duplicate", "100.1"], "--udp-duplicate 100.1"),
+            (["--udp-delay", "-5"], "--udp-delay -5"),
+            (["--udp-delay", "inf"], "--udp-delay inf"),
+            (["--udp-jitter", "lots"], "--udp-jitter lots"),
+            (["--udp-seed", "1.5"], "--udp-seed 1.5"),
+            (["--udp-seed", "-3"], "--udp-seed -3"),
+            (["--udp-seed", "x"], "--udp-seed x"),
+            (["--tcp", "1", "--udp-loss", "10"], "--udp-loss"),
+        ]
+        for argv, expected in cases:
+            with self.assertRaises(usage.UsageError, msg=str(argv)) as e:
+                parse(*argv)
+            message = str(e.exception)
+            self.assertIn(expected, message)
+            self.assertNotIn("\n", message)
+
+    def test_help(self) -> None:
+        """
+        C{--help} documents every impairment option.
+        """
+        text = str(Options())
+        for name in (
+            "--udp-loss",
+            "--udp-duplicate",
+            "--udp-delay",
+            "--udp-jitter",
+            "--udp-seed",
+        ):
+            self.assertIn(name, text)
+
+    def test_offMeansAbsent(self) -> None:
+        """
+        With every value 0 (a seed alone changes nothing) the protocol gets
+        no impairment at all, so a datagram costs one C{is None} check.
+        """
+        for argv in ([], ["--udp-seed", "3", "--udp-loss", "0"]):
+            svc = makeService(parse("--udp", "5", *argv), reactor=FakeUDPReactor())
+            self.assertEqual([s.name for s in svc], ["--udp 5"])
+            proto = svc.getServiceNamed("--udp 5").args[1]
+            self.assertIsNone(proto.impairment)
+
+    def test_wiring(self) -> None:
+        """
+        Any impairment value builds an L{Impairment} with every value, hands
+        it to the UDP protocol and starts it next to the UDP service (before
+        it, so that it stops after it), logging one line that says so.
+        """
+        reactor = FakeUDPReactor()
+        svc = makeService(
+            parse(
+                "--udp",
+                "5",
+                "--tcp",
+                "6",
+                "--udp-loss",
+                "30",
+                "--udp-duplicate",
+                "2",
+                "--udp-delay",
+                "4",
+                "--udp-jitter",
+                "8",
+                "--udp-seed",
+                "1",
+            ),
+            reactor=reactor,
+        )
+        impairment = svc.getServiceNamed("UDP impairment")
+        assert isinstance(impairment, Impairment)
+        self.assertEqual(
+            (
+                impairment.loss,
+                impairment.duplicate,
+                impairment.delay,
+                impairment.jitter,
+                impairment.seed,
+            ),
+            (30, 2, 4, 8, 1),
+        )
+        proto = svc.getServiceNamed("--udp 5").args[1]
+        self.assertIs(proto.impairment, impairment)
+        self.assertIs(impairment._clock, reactor)
+        names = [s.name for s in svc]
+        self.assertLess(names.index("UDP impairment"), names.index("--udp 5"))
+        events: list[dict[str, Any]] = []
+        observer = cast(ILogObserver, events.append)
+        globalLogPublisher.addObserver(observer)
+        try:
+            svc.privilegedStartService()
+            svc.startService()
+        finally:
+            globalLogPublisher.removeObserver(observer)
+        lines = [formatEvent(e) for e in events if "impaired" in formatEvent(e)]
+        self.assertEqual(len(lines), 1)
+        self.assertIn("30% lost", lines[0])
+        self.assertIn("seed 1", lines[0])
+        self.assertTrue(impairment.running)

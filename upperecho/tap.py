@@ -5,6 +5,7 @@ The C{twistd upperecho} command line: L{Options} and L{makeService}.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,11 +17,18 @@ from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger
 from twisted.python import usage
 
+from upperecho.impair import Impairment
 from upperecho.tcp import UpperEchoFactory
 from upperecho.transform import checkEncoding
 from upperecho.udp import MAX_DATAGRAM, UpperEchoDatagramProtocol
 
-__all__ = ["DEFAULT_PORT", "Options", "UpperEchoService", "makeService"]
+__all__ = [
+    "DEFAULT_PORT",
+    "IMPAIRMENT_OPTIONS",
+    "Options",
+    "UpperEchoService",
+    "makeService",
+]
 
 #: the port of the textbook's servers, for TCP and UDP alike
 DEFAULT_PORT = 12000
@@ -44,6 +52,34 @@ def _number(option: str, value: str, kind: Callable[[str], float] = float) -> fl
     if not number >= 0:
         raise usage.UsageError(f"--{option} {value}: not a number >= 0")
     return number
+
+
+def _percent(option: str, value: str) -> float:
+    percent = _number(option, value)
+    if percent > 100:
+        raise usage.UsageError(f"--{option} {value}: not a percentage (0-100)")
+    return percent
+
+
+def _milliseconds(option: str, value: str) -> float:
+    ms = _number(option, value)
+    if not math.isfinite(ms):
+        raise usage.UsageError(f"--{option} {value}: not a finite number >= 0")
+    return ms
+
+
+def _seed(option: str, value: str) -> int:
+    try:
+        seed = int(value)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise usage.UsageError(f"--{option} {value}: not an integer >= 0")
+    return seed
+
+
+#: the options of SPEC section 9.2 that turn UDP impairment on
+IMPAIRMENT_OPTIONS = ("udp-loss", "udp-duplicate", "udp-delay", "udp-jitter")
 
 
 class Options(usage.Options):
@@ -95,6 +131,38 @@ class Options(usage.Options):
             "UDP replies per second to one source IP (burst of as many); "
             "0 = unlimited.",
         ],
+        [
+            "udp-loss",
+            None,
+            "0",
+            "Impairment: drop this percent (0-100) of UDP replies.",
+        ],
+        [
+            "udp-duplicate",
+            None,
+            "0",
+            "Impairment: send this percent (0-100) of UDP replies twice.",
+        ],
+        [
+            "udp-delay",
+            None,
+            "0",
+            "Impairment: delay every UDP reply by this many milliseconds.",
+        ],
+        [
+            "udp-jitter",
+            None,
+            "0",
+            "Impairment: add a uniform random 0 to this many milliseconds to "
+            "each UDP reply's delay, so that replies overtake each other.",
+        ],
+        [
+            "udp-seed",
+            None,
+            None,
+            "Seed the impairment's random choices, so that a run can be "
+            "repeated [default: random, logged at start-up].",
+        ],
     ]
 
     compData = usage.Completions(
@@ -142,6 +210,18 @@ class Options(usage.Options):
             )
         self["idle-timeout"] = _number("idle-timeout", self["idle-timeout"])
         self["udp-rate"] = _number("udp-rate", self["udp-rate"])
+        for name in ("udp-loss", "udp-duplicate"):
+            self[name] = _percent(name, self[name])
+        for name in ("udp-delay", "udp-jitter"):
+            self[name] = _milliseconds(name, self[name])
+        if self["udp-seed"] is not None:
+            self["udp-seed"] = _seed("udp-seed", self["udp-seed"])
+        if self["udp"] is None:
+            for name in IMPAIRMENT_OPTIONS:
+                if self[name]:
+                    raise usage.UsageError(
+                        f"--{name} impairs UDP replies, but no --udp service is served"
+                    )
 
 
 class UpperEchoService(MultiService):
@@ -214,11 +294,27 @@ def makeService(
         svc.setName(f"--listen {description}" + (f" (#{i + 1})" if i else ""))
         svc.setServiceParent(top)
     if config.get("udp") is not None:
+        impairment = None
+        # Off means absent: the protocol then pays one "is None" check.
+        if any(config.get(name) for name in IMPAIRMENT_OPTIONS):
+            impairment = Impairment(
+                reactor,
+                loss=config.get("udp-loss", 0),
+                duplicate=config.get("udp-duplicate", 0),
+                delay=config.get("udp-delay", 0),
+                jitter=config.get("udp-jitter", 0),
+                seed=config.get("udp-seed"),
+            )
+            # Before the UDP service, so that it stops after it: no reply is
+            # scheduled once the pending ones are cancelled.
+            impairment.setName("UDP impairment")
+            impairment.setServiceParent(top)
         proto = UpperEchoDatagramProtocol(
             encoding=config["encoding"],
             rate=config["udp-rate"],
             ownPorts=[config["udp"]] if config["udp"] else [],
             clock=reactor,
+            impairment=impairment,
         )
         udp = internet.UDPServer(
             config["udp"],
