@@ -40,6 +40,7 @@ L{twisted.internet.task.Clock} (passing its C{seconds} as the timer too).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -60,7 +61,6 @@ from twisted.internet.error import (
     ConnectionRefusedError,
     MessageLengthError,
     TimeoutError,
-    UnknownHostError,
 )
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import (
@@ -930,24 +930,30 @@ class ProbeOptions(usage.Options):
             raise usage.UsageError("--new-connection is for TCP, not --udp")
 
 
+class ResolveError(Exception):
+    """
+    A host name that does not resolve to an IP address.
+    """
+
+
 def resolve(host: str, port: int, udp: bool) -> tuple[int, str]:
     """
     Resolve C{host} to one address, IPv4 first (the server listens on IPv4
     by default, and C{localhost} often lists C{::1} first).
 
     @return: address family and IP address.
-    @raise UnknownHostError: if it cannot be resolved.
+    @raise ResolveError: if it cannot be resolved.
     """
     kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
     try:
         infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, kind)
     except (OSError, UnicodeError) as e:
-        raise UnknownHostError(f"unknown host {host!r}: {e}") from None
+        raise ResolveError(f"unknown host {host!r}: {e}") from None
     infos.sort(key=lambda info: info[0] != socket.AF_INET)
     for family, _, _, _, address in infos:
         if family in (socket.AF_INET, socket.AF_INET6):
             return family, str(address[0])
-    raise UnknownHostError(f"unknown host {host!r}")
+    raise ResolveError(f"unknown host {host!r}")
 
 
 #: socket buffer size asked for on probe sockets: a load run must not lose
@@ -964,10 +970,8 @@ def _enlargeBuffers(transport: object) -> None:
     if sock is None:
         return
     for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-        except OSError:
-            pass
 
 
 def targetName(ip: str, port: int) -> str:
@@ -1310,8 +1314,8 @@ def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) 
         return 2
     try:
         family, ip = resolve(config["host"], config["port"], bool(config["udp"]))
-    except UnknownHostError as e:
-        err.write(f"upperecho-client: {e.args[0] if e.args else e}\n")
+    except ResolveError as e:
+        err.write(f"upperecho-client: {e}\n")
         return 2
 
     from twisted.internet import reactor as _reactor
