@@ -258,6 +258,19 @@ class PingUDPTests(SynchronousTestCase):
         self.assertIn("refused", h.session.error or "")
         self.assertEqual(idle, [True])
 
+    def test_portClosedUnasked(self) -> None:
+        """
+        The port closing by itself (how the epoll reactor reports an ICMP
+        port unreachable) is a refusal; closing it on purpose is not.
+        """
+        h = UDPHarness(count=1)
+        h.proto.stopProtocol()
+        self.assertIn("refused", h.session.error or "")
+        other = UDPHarness(count=1)
+        other.proto._closing = True
+        other.proto.stopProtocol()
+        self.assertIsNone(other.session.error)
+
     def test_stopEarly(self) -> None:
         """
         C{stopSending} (SIGINT) stops the schedule; probes in flight still

@@ -198,6 +198,8 @@ class ProbeSession:
         self.connects = array("d")
         self.sendErrors = 0
         self.error: str | None = None
+        #: how the target is named in messages
+        self.targetName = "the target"
         self.onIdle: Callable[[], None] | None = None
         self._rng = rng if rng is not None else random.Random()
         self._ascii = isAsciiCompatible(encoding)
@@ -372,12 +374,16 @@ class ProbeDatagramProtocol(DatagramProtocol):
 
     def __init__(self, session: ProbeSession) -> None:
         self.session = session
+        self._closing = False
 
     def sendProbe(self, origin: float) -> None:
         """
         Send the next probe.
         """
         probe = self.session.newProbe(origin)[1]
+        if self.transport is None:
+            self.session.sendErrors += 1
+            return
         try:
             self.transport.write(probe)
         except (OSError, MessageLengthError):
@@ -389,7 +395,27 @@ class ProbeDatagramProtocol(DatagramProtocol):
         self.session.datagramReply(data)
 
     def connectionRefused(self) -> None:
-        self.session.fail("connection refused (no UDP service at the target)")
+        self.session.fail(
+            f"connection refused (no UDP service at {self.session.targetName})"
+        )
+
+    def stopProtocol(self) -> None:
+        """
+        The port closed.  Unless we closed it, that is the kernel reporting
+        an ICMP "port unreachable" on the connected socket: Twisted's epoll
+        reactor sees the socket error as a lost connection and closes the
+        port instead of calling L{connectionRefused}.
+        """
+        if not self._closing:
+            self.connectionRefused()
+
+    def close(self) -> None:
+        """
+        Close on purpose (the run is over).
+        """
+        self._closing = True
+        if self.transport is not None:
+            self.transport.stopListening()
 
 
 class ProbeStreamProtocol(Protocol):
@@ -552,7 +578,7 @@ class LoadDriver:
         self.rate = rate
         self.duration = duration
         self.grace = grace
-        self.scheduled = max(1, math.ceil(rate * duration))
+        self.scheduled = max(1, math.ceil(rate * duration - 1e-9))
         self.sent = 0
         self.unsent = 0
         self.start = 0.0
@@ -1061,6 +1087,7 @@ class ProbeRun:
             sweepGranularity=0.005 if self.load else 0.0,
         )
         self.session.onIdle = self._maybeFinish
+        self.session.targetName = self.target
         self.done: Deferred[int] = Deferred()
         self._driver: PingDriver | LoadDriver | None = None
         self._channels: list[Any] = []
@@ -1265,10 +1292,7 @@ class ProbeRun:
             self._driver.stopSending()
         self.session.abandon()
         for channel in self._channels:
-            if isinstance(channel, ProbeStreamProtocol):
-                channel.close()
-            else:
-                channel.transport.stopListening()
+            channel.close()
         elapsed = self.timer() - self._start
         code = 2 if self.session.error is not None else 0
         if self.session.tally.sent:
