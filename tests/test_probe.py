@@ -452,6 +452,26 @@ class LoadTests(SynchronousTestCase):
         assertNear(self, sum(slow) / len(slow), 100.0, delta=2.0)
         self.assertEqual(stalled.tally.received, 1000)
 
+    def test_interrupted(self) -> None:
+        """
+        SIGINT in load mode: the achieved rate is over the time actually
+        run, so stopping early is not mistaken for falling behind.
+        """
+        clock = Clock()
+        session = ProbeSession(clock, timer=clock.seconds)
+        proto = ProbeDatagramProtocol(session)
+        proto.makeConnection(FakeDatagramTransport())
+        driver = LoadDriver(clock, clock.seconds, [proto], 100, 10.0)
+        driver.begin()
+        for _ in range(50):
+            clock.advance(0.01)
+        driver.interrupt()
+        clock.advance(1.0)
+        self.assertTrue(driver.done)
+        self.assertEqual(driver.sent, 51)
+        assertNear(self, driver.achievedRate, 102, 0.5)
+        self.assertTrue(driver.sustained)
+
     def test_notSustained(self) -> None:
         """
         A client too slow for the rate is reported as such; the rate is not

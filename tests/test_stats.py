@@ -201,6 +201,28 @@ class TallyTests(SynchronousTestCase):
             (5, 2, 1, 2, 2, 1, 1, 1, 0),
         )
 
+    def test_reorderPerFlow(self) -> None:
+        """
+        Reordering is judged per socket: replies read socket by socket are
+        not reordered by the path.
+        """
+        t = Tally()
+        for _ in range(4):
+            t.send()
+        t.reply(2, True, True, flow=1)
+        t.reply(4, True, True, flow=1)
+        t.reply(1, True, True, flow=0)
+        t.reply(3, True, True, flow=0)
+        self.assertEqual(t.reordered, 0)
+        t.send()
+        t.send()
+        t.reply(6, True, True, flow=1)
+        t.reply(5, True, True, flow=0)
+        self.assertEqual(t.reordered, 0)
+        t.send()
+        t.reply(7, True, True, flow=0)
+        self.assertEqual(t.reordered, 0)
+
     @given(events)
     def test_invariants(self, steps: list[tuple[str, int, bool, bool]]) -> None:
         """

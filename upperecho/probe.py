@@ -72,7 +72,7 @@ from twisted.internet.protocol import (
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from upperecho.stats import Distribution, Tally, Verdict, histogram
+from upperecho.stats import Distribution, Tally, Verdict, histogram, percentile
 from upperecho.transform import checkEncoding, isAsciiCompatible, upper
 
 __all__ = [
@@ -243,20 +243,22 @@ class ProbeSession:
             entry[1] = self.timer()
             self._connectMs[seq] = connectMs
 
-    def datagramReply(self, data: bytes) -> Verdict:
+    def datagramReply(self, data: bytes, flow: int = 0) -> Verdict:
         """
-        A datagram came back: find its probe by the sequence number in it.
+        A datagram came back on socket C{flow}: find its probe by the
+        sequence number in it.
         """
         short = probeSequence(data)
         if short is None:
-            return self.reply(0, data)
+            return self.reply(0, data, flow)
         # the full sequence number closest below the newest probe
         newest = self.tally.sent
-        return self.reply(newest - (newest - short) % _SEQ_MOD, data)
+        return self.reply(newest - (newest - short) % _SEQ_MOD, data, flow)
 
-    def reply(self, seq: int, data: bytes) -> Verdict:
+    def reply(self, seq: int, data: bytes, flow: int = 0) -> Verdict:
         """
-        Judge a reply to probe C{seq}.
+        Judge a reply to probe C{seq} that came back on socket or connection
+        C{flow}.
         """
         now = self.timer()
         entry = self._outstanding.pop(seq, None)
@@ -267,7 +269,7 @@ class ProbeSession:
         else:
             expected, origin, deadline = entry
             rtt = (now - origin) * 1000.0
-            verdict = self.tally.reply(seq, data == expected, now <= deadline)
+            verdict = self.tally.reply(seq, data == expected, now <= deadline, flow)
             if verdict is Verdict.RECEIVED or verdict is Verdict.REORDERED:
                 self.rtts.append(rtt)
         if self.observer is not None:
@@ -372,8 +374,12 @@ class ProbeDatagramProtocol(DatagramProtocol):
 
     transport: _DatagramTransport  # type: ignore[assignment]
 
-    def __init__(self, session: ProbeSession) -> None:
+    def __init__(self, session: ProbeSession, flow: int = 0) -> None:
+        """
+        @param flow: this socket's number, for per-socket reordering.
+        """
         self.session = session
+        self.flow = flow
         self._closing = False
 
     def sendProbe(self, origin: float) -> None:
@@ -392,7 +398,7 @@ class ProbeDatagramProtocol(DatagramProtocol):
             self.session.sendErrors += 1
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
-        self.session.datagramReply(data)
+        self.session.datagramReply(data, self.flow)
 
     def connectionRefused(self) -> None:
         self.session.fail(
@@ -583,6 +589,8 @@ class LoadDriver:
         self.unsent = 0
         self.start = 0.0
         self.lastSend = 0.0
+        self.stoppedAt = 0.0
+        self.interrupted = False
         self.done = False
         self.onDone: Callable[[], None] | None = None
         self._call: IDelayedCall | None = None
@@ -622,10 +630,23 @@ class LoadDriver:
     def achievedRate(self) -> float:
         """
         Probes sent per second over the sending window: the requested rate
-        when the schedule was kept, less when the client fell behind.
+        when the schedule was kept, less when the client fell behind.  When
+        the run was cut short (SIGINT), the window ends there.
         """
-        window = max(self.duration, self.lastSend - self.start)
+        if self.interrupted:
+            window = max(self.stoppedAt - self.start, 1.0 / self.rate)
+        else:
+            window = max(self.duration, self.lastSend - self.start)
         return self.sent / window if window > 0 else 0.0
+
+    def interrupt(self) -> None:
+        """
+        Stop early on the user's request (not a failure to keep up).
+        """
+        if not self.done:
+            self.interrupted = True
+            self.stoppedAt = self.timer()
+        self.stopSending()
 
     @property
     def sustained(self) -> bool:
@@ -727,11 +748,19 @@ class ProbeResult:
             "reordered": t.reordered,
             "late": t.late,
             "elapsed_s": round(self.elapsed, 6),
-            "rtt_ms": self.rtt.asDict(),
-            "connect_ms": None if self.connect is None else self.connect.asDict(),
+            "rtt_ms": _rounded(self.rtt),
+            "connect_ms": None if self.connect is None else _rounded(self.connect),
             "histogram": [[bound, count] for bound, count in self.histogram],
             "achieved_rate": self.achievedRate,
         }
+
+
+def _rounded(d: Distribution) -> dict[str, float | None]:
+    """
+    The fields of C{d} rounded to 0.1 microsecond (they are milliseconds):
+    finer digits are timer noise.
+    """
+    return {k: None if v is None else round(v, 4) for k, v in d.asDict().items()}
 
 
 def _ms(values: Sequence[float | None]) -> str:
@@ -1133,8 +1162,8 @@ class ProbeRun:
     def _startUDP(self) -> None:
         interface = "::" if self.family == socket.AF_INET6 else ""
         try:
-            for _ in range(self.config["concurrency"]):
-                proto = ProbeDatagramProtocol(self.session)
+            for flow in range(self.config["concurrency"]):
+                proto = ProbeDatagramProtocol(self.session, flow)
                 self.reactor.listenUDP(
                     0, proto, interface=interface, maxPacketSize=65535
                 )
@@ -1242,14 +1271,18 @@ class ProbeRun:
         t = self.session.tally
         resolved = t.received + t.corrupted + t.lost
         loss = 100.0 * t.lost / resolved if resolved else 0.0
-        rtt = Distribution.fromSamples(self.session.rtts)
-        p50 = "-" if rtt.p50 is None else f"{rtt.p50:.3f}"
-        p99 = "-" if rtt.p99 is None else f"{rtt.p99:.3f}"
+        # at most ~20,000 evenly spread samples: sorting a long run's whole
+        # history every second would steal the time the probes need
+        rtts = self.session.rtts
+        ordered = sorted(rtts[:: len(rtts) // 20000 + 1])
+        p50, p99 = (percentile(ordered, p) for p in (50, 99))
+        p50s = "-" if p50 is None else f"{p50:.3f}"
+        p99s = "-" if p99 is None else f"{p99:.3f}"
         rate = load.sent / elapsed if elapsed > 0 else 0.0
         self.err.write(
             f"\r{min(elapsed, load.duration):.0f}/{load.duration:g} s  "
             f"{rate:.0f} probes/s  loss {loss:.2f}%  "
-            f"p50 {p50} ms  p99 {p99} ms\x1b[K"
+            f"p50 {p50s} ms  p99 {p99s} ms\x1b[K"
         )
         self.err.flush()
         self._progressCall = self.reactor.callLater(1.0, self._progress)
@@ -1266,6 +1299,8 @@ class ProbeRun:
             return
         if self._driver is None:
             self._finish()
+        elif isinstance(self._driver, LoadDriver):
+            self._driver.interrupt()
         else:
             self._driver.stopSending()
 

@@ -209,7 +209,8 @@ class Tally:
         # index = sequence number; 0 is never used (sequence numbers start
         # at 1, as in ping)
         self._states = bytearray(1)
-        self._highest = 0
+        #: per flow, the highest sequence number answered in time so far
+        self._highest: dict[int, int] = {}
         self.sent = 0
         self.received = 0
         self.corrupted = 0
@@ -242,12 +243,16 @@ class Tally:
         """
         return 0 < seq < len(self._states) and self._states[seq] == _PENDING
 
-    def reply(self, seq: int, correct: bool, inTime: bool) -> Verdict:
+    def reply(self, seq: int, correct: bool, inTime: bool, flow: int = 0) -> Verdict:
         """
         Record a reply to probe C{seq}.
 
         @param correct: whether it equals the expected reply.
         @param inTime: whether it came within the probe's timeout.
+        @param flow: the socket the probe went out on.  Reordering is judged
+            per flow: replies on two sockets are read in separate batches,
+            which would otherwise look like reordering that the path never
+            did.
         """
         states = self._states
         if not 0 < seq < len(states):
@@ -260,11 +265,12 @@ class Tally:
                 self.lost += 1
                 self.late += 1
                 return Verdict.LATE
-            reordered = seq < self._highest
+            highest = self._highest
+            reordered = seq < highest.get(flow, 0)
             if reordered:
                 self.reordered += 1
             else:
-                self._highest = seq
+                highest[flow] = seq
             if correct:
                 states[seq] = _RECEIVED
                 self.received += 1
