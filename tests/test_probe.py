@@ -6,6 +6,7 @@ also the session's timer, so round-trip times are exact.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import random
@@ -649,6 +650,16 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(main(["--probe", "-s", "1"], io.StringIO(), err), 2)
         self.assertEqual(len(err.getvalue().splitlines()), 1)
         self.assertIn("--size", err.getvalue())
+
+    def test_mainHelp(self) -> None:
+        """
+        C{--help} prints the usage and returns 0 instead of raising
+        C{SystemExit} into the caller.
+        """
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            self.assertEqual(main(["--probe", "--help"]), 0)
+        self.assertIn("Usage: upperecho-client --probe", out.getvalue())
 
     def test_mainUnknownHost(self) -> None:
         """

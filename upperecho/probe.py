@@ -398,9 +398,15 @@ class ProbeDatagramProtocol(DatagramProtocol):
             self.session.sendErrors += 1
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
+        """
+        A reply: the session finds its probe by the sequence number.
+        """
         self.session.datagramReply(data, self.flow)
 
     def connectionRefused(self) -> None:
+        """
+        The target answered with ICMP "port unreachable": nothing listens.
+        """
         self.session.fail(
             f"connection refused (no UDP service at {self.session.targetName})"
         )
@@ -445,6 +451,9 @@ class ProbeStreamProtocol(Protocol):
         self.onConnect: Callable[[ProbeStreamProtocol], None] | None = None
 
     def connectionMade(self) -> None:
+        """
+        Connected: tell whoever is waiting to start sending.
+        """
         self.connected = True
         if self.onConnect is not None:
             self.onConnect(self)
@@ -464,6 +473,10 @@ class ProbeStreamProtocol(Protocol):
         self.transport.write(probe)
 
     def dataReceived(self, data: bytes) -> None:
+        """
+        Split the stream into replies by the expected lengths, oldest probe
+        first, and hand each to the session.
+        """
         buf = self._buffer
         buf += data
         fifo = self._fifo
@@ -482,6 +495,9 @@ class ProbeStreamProtocol(Protocol):
             self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        A connection we did not close is an error for the whole run.
+        """
         self.connected = False
         if not self._closing:
             self.session.fail("connection lost: " + reason.getErrorMessage())
@@ -527,6 +543,9 @@ class PingDriver:
         self._tick()
 
     def _tick(self) -> None:
+        """
+        Send one probe and set the timer for the next.
+        """
         self._call = None
         self.sent += 1
         self.send()
@@ -603,6 +622,10 @@ class LoadDriver:
         self._tick()
 
     def _tick(self) -> None:
+        """
+        Send every probe due by now (at most L{MAX_BURST}), then sleep
+        until the next one is due.
+        """
         self._call = None
         now = self.timer()
         start, rate = self.start, self.rate
@@ -883,9 +906,9 @@ class ProbeOptions(usage.Options):
     """
 
     synopsis = (
-        "--probe [--udp] [-c COUNT] [-i INTERVAL] [-s SIZE] [-W TIMEOUT] "
+        "Usage: upperecho-client --probe [--udp] [-c COUNT] [-i INTERVAL] [-s SIZE] [-W TIMEOUT] "
         "[--new-connection] [--json] [HOST] [PORT]\n"
-        "       --probe --rate R --duration S [--concurrency C] [--udp] [--json] "
+        "       upperecho-client --probe --rate R --duration S [--concurrency C] [--udp] [--json] "
         "[HOST] [PORT]"
     )
     longdesc = (
@@ -953,6 +976,9 @@ class ProbeOptions(usage.Options):
     ]
 
     def parseArgs(self, host: str = "localhost", port: str = "12000") -> None:
+        """
+        HOST (default localhost) and PORT (default 12000).
+        """
         self["host"] = host
         try:
             self["port"] = usage.portCoerce(port)
@@ -960,6 +986,9 @@ class ProbeOptions(usage.Options):
             raise usage.UsageError(f"bad PORT {port!r}: {e}") from None
 
     def postOptions(self) -> None:
+        """
+        Check the options against each other and fill in load defaults.
+        """
         if self["size"] > MAX_SIZE:
             raise usage.UsageError(
                 f"--size must be at most {MAX_SIZE}, not {self['size']}"
@@ -1056,11 +1085,17 @@ class _StreamFactory(ClientFactory):
         self.onFail = onFail
 
     def buildProtocol(self, addr: Any) -> ProbeStreamProtocol:
+        """
+        The connection's protocol, wired to the session.
+        """
         proto = ProbeStreamProtocol(self.session, self.oneShot)
         proto.onConnect = self.onConnect
         return proto
 
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        """
+        Refused, unreachable or timed out.
+        """
         self.onFail(reason)
 
 
@@ -1264,6 +1299,9 @@ class ProbeRun:
     # -- progress and the end
 
     def _progress(self) -> None:
+        """
+        Refresh the progress line on the terminal (load mode).
+        """
         load = self._driver
         if self._finished or not isinstance(load, LoadDriver):
             return
@@ -1309,6 +1347,10 @@ class ProbeRun:
         self._finish()
 
     def _maybeFinish(self) -> None:
+        """
+        End the run on an error, or once sending is over and nothing is
+        outstanding.
+        """
         if self.session.error is not None:
             self._finish()
             return
@@ -1317,6 +1359,9 @@ class ProbeRun:
             self._finish()
 
     def _finish(self) -> None:
+        """
+        Stop everything, print the summary or JSON and fire L{done}.
+        """
         if self._finished:
             return
         self._finished = True
@@ -1371,6 +1416,8 @@ def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) 
     except usage.UsageError as e:
         err.write(f"upperecho-client: {e}\n")
         return 2
+    except SystemExit as e:  # --help, --version
+        return e.code if isinstance(e.code, int) else 0
     try:
         family, ip = resolve(config["host"], config["port"], bool(config["udp"]))
     except ResolveError as e:
