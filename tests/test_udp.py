@@ -5,6 +5,8 @@ L{Clock}: no sockets, no sleeps.
 
 from __future__ import annotations
 
+import socket
+
 from twisted.internet.error import MessageLengthError
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
@@ -13,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from upperecho.transform import upper
 from upperecho.udp import (
     MAX_PAYLOAD_IPV4,
+    UDP_RECEIVE_BUFFER,
     UpperEchoDatagramProtocol,
     refusalReason,
 )
@@ -177,6 +180,52 @@ class LoopGuardTests(SynchronousTestCase):
         proto.makeConnection(transport)
         proto.datagramReceived(b"x", ("192.0.2.7", 5555))
         self.assertEqual(transport.written, [])
+
+
+class ReceiveBufferTests(SynchronousTestCase):
+    """
+    The UDP socket gets a receive buffer large enough for bursts.
+    """
+
+    def test_enlarged(self) -> None:
+        """
+        On start, SO_RCVBUF of the transport's socket is set to
+        L{UDP_RECEIVE_BUFFER}.
+        """
+        options: list[tuple[int, int, int]] = []
+
+        class Handle:
+            def setsockopt(self, level: int, name: int, value: int) -> None:
+                options.append((level, name, value))
+
+        class WithHandle(FakeDatagramTransport):
+            def getHandle(self) -> Handle:
+                return Handle()
+
+        proto = UpperEchoDatagramProtocol(clock=Clock())
+        proto.makeConnection(WithHandle())
+        self.assertEqual(
+            options, [(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)]
+        )
+
+    def test_refusedIsLogged(self) -> None:
+        """
+        A kernel that refuses the option does not stop the service.
+        """
+
+        class Handle:
+            def setsockopt(self, level: int, name: int, value: int) -> None:
+                raise PermissionError(1, "Operation not permitted")
+
+        class WithHandle(FakeDatagramTransport):
+            def getHandle(self) -> Handle:
+                return Handle()
+
+        proto = UpperEchoDatagramProtocol(clock=Clock())
+        transport = WithHandle()
+        proto.makeConnection(transport)
+        proto.datagramReceived(b"still", CLIENT)
+        self.assertEqual(transport.written, [(b"STILL", CLIENT)])
 
 
 class RateLimitTests(SynchronousTestCase):

@@ -11,6 +11,7 @@ end of an endless echo loop), so the protocol guards every reply.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -26,6 +27,7 @@ __all__ = [
     "MAX_DATAGRAM",
     "MAX_PAYLOAD_IPV4",
     "MAX_PAYLOAD_IPV6",
+    "UDP_RECEIVE_BUFFER",
     "UpperEchoDatagramProtocol",
     "refusalReason",
 ]
@@ -37,6 +39,11 @@ MAX_DATAGRAM = 65535
 MAX_PAYLOAD_IPV4 = 65507
 #: the largest UDP payload over IPv6 without jumbograms (65,535 - 8)
 MAX_PAYLOAD_IPV6 = 65527
+
+#: the UDP socket's receive buffer: the default (about 208 KiB) overflows
+#: when a burst of datagrams arrives while one reactor pass is busy, and the
+#: kernel then drops them silently; the kernel caps this at net.core.rmem_max
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 _LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 _THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
@@ -143,6 +150,14 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
             port = getattr(getHost(), "port", None)
             if port:
                 self.ownPorts.add(port)
+        getHandle = getattr(self.transport, "getHandle", None)
+        if getHandle is not None:
+            try:
+                getHandle().setsockopt(
+                    socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER
+                )
+            except OSError as e:
+                self._log.warn("could not enlarge the UDP receive buffer: {e}", e=e)
 
     def datagramReceived(self, data: bytes, addr: Address) -> None:
         self.datagramsIn += 1
