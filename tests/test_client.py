@@ -13,12 +13,13 @@ from typing import Any
 
 from twisted.internet import error
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport, StringTransport
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import directlyProvides
 from zope.interface.verify import verifyObject
 
 from upperecho.client import (
@@ -464,6 +465,21 @@ class PipeTests(SynchronousTestCase):
         self.side.connectionLost()
         f = self.failureResultOf(self.pipe.done, OSError)
         self.assertEqual(f.value.errno, errno.EPIPE)
+
+    def test_tlsHalfClosesWithCloseNotify(self) -> None:
+        """
+        Over TLS the end of the input is TLS's own close_notify, sent by
+        C{loseConnection}; the TCP-level C{loseWriteConnection} that the
+        TLS wrapper would pass through must not be used.
+        """
+        pipe = UpperEchoPipeProtocol()
+        tls = HalfCloseableStringTransport()
+        directlyProvides(tls, ISSLTransport)
+        pipe.makeConnection(tls)
+        _StdioSide(pipe).makeConnection(StringTransport())
+        pipe.inputEnded()
+        self.assertTrue(tls.disconnecting)
+        self.assertFalse(tls.writeClosed)
 
     def test_noHalfClose(self) -> None:
         """

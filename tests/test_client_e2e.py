@@ -6,6 +6,7 @@ C{upperecho-client} command against a real C{twistd -n upperecho}.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import random
@@ -482,7 +483,8 @@ def _readUntil(fd: int, expected: bytes, timeout: float = 20) -> bytes:
 def test_interactive(server: tuple[int, int, str]) -> None:
     """
     On a terminal: each typed line is answered as soon as it is entered;
-    Ctrl-D ends the session with status 0.
+    Ctrl-D ends the session with status 0, and the terminal is not left
+    in non-blocking mode.
     """
     tcp, _, _ = server
     master, slave = pty.openpty()
@@ -493,7 +495,6 @@ def test_interactive(server: tuple[int, int, str]) -> None:
         stderr=slave,
         start_new_session=True,
     )
-    os.close(slave)
     try:
         _readUntil(master, b"connected to 127.0.0.1:")
         os.write(master, "hello straße\n".encode())
@@ -502,10 +503,13 @@ def test_interactive(server: tuple[int, int, str]) -> None:
         _readUntil(master, b"AGAIN\r\n")
         os.write(master, b"\x04")
         assert process.wait(20) == 0
+        # the terminal is left blocking, as the shell expects it
+        assert not fcntl.fcntl(slave, fcntl.F_GETFL) & os.O_NONBLOCK
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
+        os.close(slave)
         os.close(master)
 
 

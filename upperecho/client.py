@@ -38,6 +38,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IReactorTime,
+    ISSLTransport,
     IUDPTransport,
 )
 from twisted.internet.protocol import DatagramProtocol, Protocol, connectionDone
@@ -434,7 +435,13 @@ class UpperEchoPipeProtocol(Protocol):
         if self._connected:
             self.transport.unregisterProducer()
             loseWrite = getattr(self.transport, "loseWriteConnection", None)
-            if loseWrite is None:
+            if ISSLTransport.providedBy(self.transport):
+                # TLS half-closes with its close_notify alert, which
+                # loseConnection sends; reading goes on until the server's
+                # own close_notify.  (The wrapped TCP transport's
+                # loseWriteConnection would cut the TLS stream short.)
+                self.transport.loseConnection()
+            elif loseWrite is None:
                 # no half-close on this transport: the replies still owed
                 # cannot be told apart from none, so close both ways.
                 self.transport.loseConnection()
@@ -782,13 +789,13 @@ async def _resolveUDP(reactor: Any, host: str, port: int) -> tuple[str, int]:
     return str(sockaddr[0]), int(family)
 
 
-async def _runUDP(reactor: Any, config: Options) -> int:
+async def _runUDP(reactor: Any, config: Options, say: Callable[[str], None]) -> int:
     host, port = config["host"], config["port"]
     target = _hostPort(host, port)
     try:
         address, family = await _resolveUDP(reactor, host, port)
     except socket.gaierror:
-        _say(f"unknown host: cannot resolve {host}")
+        say(f"unknown host: cannot resolve {host}")
         return 1
     client = UpperEchoDatagramClientProtocol(
         address, port, config["timeout"], config["retries"], clock=reactor
@@ -802,14 +809,16 @@ async def _runUDP(reactor: Any, config: Options) -> int:
     try:
         await _stdio(reactor, session, session.done)
     except Exception:
-        _say(describe(Failure(), target))
+        say(describe(Failure(), target))
         return 1
     finally:
         await udpPort.stopListening()
     return 0
 
 
-async def _runTCP(reactor: Any, config: Options, interactive: bool) -> int:
+async def _runTCP(
+    reactor: Any, config: Options, say: Callable[[str], None], interactive: bool
+) -> int:
     from twisted.internet.endpoints import HostnameEndpoint, clientFromString
     from twisted.internet.protocol import Factory
 
@@ -818,7 +827,7 @@ async def _runTCP(reactor: Any, config: Options, interactive: bool) -> int:
         try:
             endpoint = clientFromString(reactor, target)
         except Exception as e:
-            _say(f"--connect {target}: {e}")
+            say(f"--connect {target}: {e}")
             return 2
     else:
         target = _hostPort(config["host"], config["port"])
@@ -849,16 +858,16 @@ async def _runTCP(reactor: Any, config: Options, interactive: bool) -> int:
     except Exception:
         reason = Failure()
         if reason.check(error.DNSLookupError) and config["connect"] is None:
-            _say(f"unknown host: cannot resolve {config['host']}")
+            say(f"unknown host: cannot resolve {config['host']}")
         else:
-            _say(describe(reason, target))
+            say(describe(reason, target))
         return 1
     if interactive:
-        _say(f"connected to {target}; type a line, Ctrl-D ends")
+        say(f"connected to {target}; type a line, Ctrl-D ends")
     try:
         await _stdio(reactor, side, done)
     except Exception:
-        _say(describe(Failure(), target))
+        say(describe(Failure(), target))
         return 1
     finally:
         if interactive and proto.transport is not None:
@@ -876,12 +885,34 @@ async def _stdio(reactor: Any, side: Protocol, done: Deferred[None]) -> None:
     await done
 
 
-async def _run(reactor: Any, config: Options, outcome: list[int]) -> None:
+class _Status:
+    """
+    How a run of the command ended.
+
+    @ivar code: the exit status, once the work is done.
+    @ivar interrupted: the reactor began to stop (a signal) first; what
+        fails after that is a consequence, not worth a message.
+    """
+
+    code: int | None = None
+    interrupted = False
+
+
+async def _run(reactor: Any, config: Options, status: _Status) -> None:
+    def stopping() -> None:
+        if status.code is None:
+            status.interrupted = True
+
+    def say(message: str) -> None:
+        if not status.interrupted:
+            _say(message)
+
+    reactor.addSystemEventTrigger("before", "shutdown", stopping)
     if config["udp"]:
-        code = await _runUDP(reactor, config)
+        code = await _runUDP(reactor, config, say)
     else:
-        code = await _runTCP(reactor, config, os.isatty(0))
-    outcome.append(code)
+        code = await _runTCP(reactor, config, say, os.isatty(0))
+    status.code = code
     if code:
         raise SystemExit(code)
 
@@ -921,15 +952,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from twisted.internet.task import react
 
-    outcome: list[int] = []
+    status = _Status()
     blocking = _Blocking()
     try:
-        react(_run, (config, outcome))
-    except SystemExit as e:
-        code = e.code
+        react(_run, (config, status))
+    except SystemExit:
+        pass
     finally:
         blocking.restore()
-    if not outcome:
-        # the reactor stopped before the work was done: a signal
-        return 130
-    return code if isinstance(code, int) else 1
+    if status.interrupted or status.code is None:
+        return 130  # 128 + SIGINT, as shells report an interrupted command
+    return status.code
