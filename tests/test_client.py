@@ -461,10 +461,13 @@ class PipeTests(SynchronousTestCase):
         """
         self.side.writeConnectionLost()
         self.assertTrue(self.tcp.disconnected)
+        self.assertNoResult(self.pipe.done)
+        # the abort's connectionLost ends it: stdio has no output left to
+        # flush, so it will never call the side's connectionLost
         self.pipe.connectionLost(Failure(error.ConnectionLost()))
-        self.side.connectionLost()
         f = self.failureResultOf(self.pipe.done, OSError)
         self.assertEqual(f.value.errno, errno.EPIPE)
+        self.side.connectionLost()  # harmless if it comes anyway
 
     def test_tlsHalfClosesWithCloseNotify(self) -> None:
         """
@@ -562,6 +565,19 @@ class LineSessionTests(SynchronousTestCase):
         self.assertTrue(self.stdio.disconnecting)
         self.session.connectionLost()
         self.failureResultOf(self.session.done, NoReplyError)
+        self.assertEqual(len(self.requests), 1)
+
+    def test_outputClosed(self) -> None:
+        """
+        When the output goes away the session ends at once (stdio will not
+        report its end), and a reply still to come is not written.
+        """
+        self.session.dataReceived(b"a\nb\n")
+        self.session.writeConnectionLost()
+        f = self.failureResultOf(self.session.done, OSError)
+        self.assertEqual(f.value.errno, errno.EPIPE)
+        self.answer()
+        self.assertEqual(self.stdio.value(), b"")
         self.assertEqual(len(self.requests), 1)
 
     def test_lineTooLong(self) -> None:

@@ -334,6 +334,35 @@ def test_pipeBackpressure(server: tuple[int, int, str], tmp_path: Path) -> None:
         process.stdout.close()
 
 
+def test_readerQuits(server: tuple[int, int, str], tmp_path: Path) -> None:
+    """
+    Like C{upperecho-client < big | head -c 10}: when the output's reader
+    goes away the client stops quietly, non-zero, instead of hanging.
+    """
+    tcp, _, _ = server
+    src = tmp_path / "zeros"
+    with src.open("wb") as f:
+        f.truncate(16 * MiB)
+    with src.open("rb") as stdin:
+        process = subprocess.Popen(
+            [CLIENT, "127.0.0.1", str(tcp)],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        assert process.stdout.read(10) == b"\0" * 10
+        process.stdout.close()
+        assert process.wait(20) == 1
+        assert process.stderr.read() == b""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        process.stderr.close()
+
+
 def test_udpLines(server: tuple[int, int, str]) -> None:
     """
     UDP: one datagram per line, sent without its line ending (LF or CRLF);

@@ -406,6 +406,7 @@ class UpperEchoPipeProtocol(Protocol):
         self._inputEnded = False
         self._outcome: Failure | None = None
         self._connected = True
+        self._outputGone = False
 
     def attach(self, stdio: Any) -> None:
         """
@@ -452,6 +453,7 @@ class UpperEchoPipeProtocol(Protocol):
         """
         The output closed under us (a reader that went away): stop.
         """
+        self._outputGone = True
         if self._outcome is None:
             self._outcome = Failure(OSError(errno.EPIPE, "output closed"))
         if self._connected:
@@ -486,6 +488,9 @@ class UpperEchoPipeProtocol(Protocol):
     def _closeOutput(self) -> None:
         self._stdio.unregisterProducer()
         self._stdio.loseConnection()
+        if self._outputGone:
+            # no output left to flush, so stdio will not report its end
+            self.outputClosed()
 
 
 @implementer(IHalfCloseableProtocol)
@@ -599,7 +604,12 @@ class _LineSession(LineReceiver):
         self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
+        """
+        The output closed under us (a reader that went away): stop now; with
+        no output left to flush, stdio will not report its end.
+        """
         self._stop(Failure(OSError(errno.EPIPE, "output closed")))
+        self.connectionLost()
 
     def _stop(self, reason: Failure) -> None:
         if self._outcome is None:
@@ -710,6 +720,15 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
+def _report(say: Callable[[str], None], reason: Failure, target: str) -> None:
+    """
+    Say what went wrong, unless the output was closed by its reader (as
+    C{| head} does): like any filter, the client then just stops.
+    """
+    if not (isinstance(reason.value, OSError) and reason.value.errno == errno.EPIPE):
+        say(describe(reason, target))
+
+
 def describe(reason: Failure, target: str) -> str:
     """
     One line saying what went wrong, for people, not programmers.
@@ -805,11 +824,13 @@ async def _runUDP(reactor: Any, config: Options, say: Callable[[str], None]) -> 
         0, client, interface="::" if v6 else "", maxPacketSize=MAX_DATAGRAM
     )
     maxLength = MAX_PAYLOAD_IPV6 if v6 else MAX_PAYLOAD_IPV4
+    if os.isatty(0):
+        say(f"sending to {target} over UDP; type a line, Ctrl-D ends")
     session = _LineSession(client.exchange, maxLength)
     try:
         await _stdio(reactor, session, session.done)
     except Exception:
-        say(describe(Failure(), target))
+        _report(say, Failure(), target)
         return 1
     finally:
         await udpPort.stopListening()
@@ -867,7 +888,7 @@ async def _runTCP(
     try:
         await _stdio(reactor, side, done)
     except Exception:
-        say(describe(Failure(), target))
+        _report(say, Failure(), target)
         return 1
     finally:
         if interactive and proto.transport is not None:
