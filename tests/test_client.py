@@ -635,6 +635,7 @@ class OptionsTests(SynchronousTestCase):
             (["h", "http"], "PORT http"),
             (["--connect", "tcp:h:1", "--udp"], "--udp"),
             (["--connect", "tcp:h:1", "h", "1"], "HOST and PORT"),
+            (["--connect", "tcp:h:1", "localhost"], "HOST and PORT"),
         ]:
             e = self.assertRaises(usage.UsageError, self.parse, *argv)
             self.assertIn(expected, str(e))

@@ -366,6 +366,10 @@ class UpperEchoDatagramClientProtocol(DatagramProtocol):
 
 
 def _ipOf(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """
+    C{host} as an address object, so that spellings compare equal (an
+    IPv4-mapped IPv6 address is its IPv4 address; a scope is dropped).
+    """
     ip = ipaddress.ip_address(host.partition("%")[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
@@ -373,6 +377,9 @@ def _ipOf(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 
 def _hostPort(host: str, port: int) -> str:
+    """
+    C{host:port}, with IPv6 addresses in brackets.
+    """
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -642,7 +649,8 @@ class Options(usage.Options):
         "terminal: read a line, print the reply, repeat (Ctrl-D ends). "
         "Piped: stream the whole input through the server and exit once "
         "every reply has arrived. HOST defaults to localhost and PORT to "
-        "12000."
+        "12000. Exit status: 0 on success, 1 on a network error (one line "
+        "on stderr), 2 on a bad option, 130 when interrupted."
     )
 
     optFlags = [
@@ -667,12 +675,18 @@ class Options(usage.Options):
         ],
     ]
 
-    def parseArgs(self, host: str = "localhost", port: str = "12000") -> None:
-        self["host"] = host
-        self["port"] = port
-        self["positional"] = (host, port) != ("localhost", "12000")
+    def parseArgs(self, host: str | None = None, port: str | None = None) -> None:
+        """
+        HOST (default C{localhost}) and PORT (default C{12000}).
+        """
+        self["positional"] = host is not None
+        self["host"] = "localhost" if host is None else host
+        self["port"] = "12000" if port is None else port
 
     def postOptions(self) -> None:
+        """
+        Check and convert every value, naming the option in the error.
+        """
         try:
             timeout = float(self["timeout"])
         except ValueError:
@@ -809,6 +823,11 @@ async def _resolveUDP(reactor: Any, host: str, port: int) -> tuple[str, int]:
 
 
 async def _runUDP(reactor: Any, config: Options, say: Callable[[str], None]) -> int:
+    """
+    UDP mode: resolve, bind a port, one datagram per input line.
+
+    @return: the exit status.
+    """
     host, port = config["host"], config["port"]
     target = _hostPort(host, port)
     try:
@@ -840,6 +859,12 @@ async def _runUDP(reactor: Any, config: Options, say: Callable[[str], None]) -> 
 async def _runTCP(
     reactor: Any, config: Options, say: Callable[[str], None], interactive: bool
 ) -> int:
+    """
+    TCP mode: connect, then the line session on a terminal or the pipe
+    otherwise.
+
+    @return: the exit status.
+    """
     from twisted.internet.endpoints import HostnameEndpoint, clientFromString
     from twisted.internet.protocol import Factory
 
@@ -920,6 +945,11 @@ class _Status:
 
 
 async def _run(reactor: Any, config: Options, status: _Status) -> None:
+    """
+    The work of L{main}, run by L{react}: C{say} stays silent once the
+    reactor is stopping, since failures then are only its consequence.
+    """
+
     def stopping() -> None:
         if status.code is None:
             status.interrupted = True
