@@ -280,6 +280,20 @@ def acceptQueue(port: int) -> int:
     return 0
 
 
+def established(port: int) -> int:
+    """
+    Established TCP connections whose local port is C{port}: the server's
+    side of its connections.
+    """
+    with open("/proc/net/tcp") as f:
+        return sum(
+            1
+            for line in f.readlines()[1:]
+            if line.split()[3] == "01"
+            and int(line.split()[1].split(":")[1], 16) == port
+        )
+
+
 def test_resetStormAndVanishingPeers(server: tuple[int, int, Twistd]) -> None:
     """
     1,000 connections reset (SO_LINGER 0) in the middle of their stream,
@@ -665,3 +679,58 @@ def test_limiterEvictionIsConstantTime() -> None:
     cpu = time.process_time() - started
     assert len(limiter) == limiter.maxSources
     assert cpu < 5, f"{cpu:.1f} s of CPU for a million new sources"
+
+
+def test_maxConnectionsEndToEnd() -> None:
+    """
+    With --max-connections 50, of 120 connections held open the first 50
+    are served and the other 70 are closed at once, with no error text in
+    the stream and one log line for the flooding address; once they are
+    gone the server serves new clients again.
+    """
+    tcp, udp = freePorts()
+    conns: list[socket.socket] = []
+    with Twistd(["--tcp", str(tcp), "--udp", str(udp), "--max-connections", "50"]) as t:
+        waitForTCP(tcp)
+        deadline = time.monotonic() + 30
+        # the probe connection of waitForTCP must be gone before counting
+        while established(tcp):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        try:
+            for i in range(120):
+                c = socket.create_connection(("127.0.0.1", tcp), timeout=10)
+                conns.append(c)
+                if i % 40 == 39:  # keep each burst below the listen backlog
+                    while acceptQueue(tcp):
+                        assert time.monotonic() < deadline
+                        time.sleep(0.01)
+            served = refused = 0
+            for c in conns:
+                c.sendall(b"who is there?")
+                try:
+                    reply = c.recv(100)
+                except ConnectionResetError:
+                    reply = b""
+                if reply == b"WHO IS THERE?":
+                    served += 1
+                else:
+                    assert reply == b"", reply
+                    refused += 1
+        finally:
+            for c in conns:
+                c.close()
+        assert (served, refused) == (50, 70)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert exchange(tcp, b"next\n") == b"NEXT\n"
+                break
+            except (AssertionError, OSError):
+                # the 50 may still be closing on the server side
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        log = t.log()
+    assert log.count("refused connection from 127.0.0.1:") == 1, log[-2000:]
+    assert "--max-connections 50 reached" in log
+    assertCleanLog(t)
