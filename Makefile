@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TCP ?= 12000
 UDP ?= 12001
 
-.PHONY: run test lint typecheck unit install venv clean
+.PHONY: run test lint typecheck unit install venv clean soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ unit: install
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit
+
+# Not part of `make test`: a real twistd on loopback under mixed and abusive
+# clients for SOAK_SECONDS (60), one status line every 5 s (soak/soak.py).
+SOAK_SECONDS ?= 60
+soak: install
+	$(BIN)/python soak/soak.py --duration $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info _trial_temp .mypy_cache .ruff_cache .hypothesis
