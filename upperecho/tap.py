@@ -9,13 +9,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.application import internet, strports
+from twisted.application import internet
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger
 from twisted.python import usage
 
+from upperecho.endpoints import endpointService
 from upperecho.tcp import UpperEchoFactory
 from upperecho.transform import checkEncoding
 from upperecho.udp import MAX_DATAGRAM, UpperEchoDatagramProtocol
@@ -210,7 +211,7 @@ def makeService(
         tcp.setServiceParent(top)
     for i, description in enumerate(listens):
         assert factory is not None
-        svc = strports.service(description, factory, reactor=reactor)
+        svc = endpointService(description, factory, reactor)
         svc.setName(f"--listen {description}" + (f" (#{i + 1})" if i else ""))
         svc.setServiceParent(top)
     if config.get("udp") is not None:

@@ -1,0 +1,312 @@
+# -*- test-case-name: tests.test_haproxy,tests.test_tls -*-
+"""
+Server endpoints for C{--listen} that keep upperecho's half-close promise.
+
+L{UpperEchoProtocol<upperecho.tcp.UpperEchoProtocol>} answers everything it
+owes when its peer shuts the sending side, because it provides
+L{IHalfCloseableProtocol}.  Twisted's protocol I{wrappers} hide that: the
+C{haproxy:} wrapper (L{HAProxyProtocolWrapper}) and the TLS wrapper
+(L{BufferingTLSTransport}) do not provide the interface, so a FIN from the
+peer closes the connection at once and the replies still buffered are lost;
+and the TLS wrapper, on the peer's C{close_notify}, shuts TLS down before its
+write-aggregation buffer is flushed.  (Measured against the plain wrappers:
+over TLS 2 to 3 of 20 half-closing clients got their full reply.)
+
+L{serverEndpoint} parses an endpoint string as C{serverFromString} does, and
+replaces those two wrappers with subclasses that pass the half-close on.
+Every other endpoint (C{tcp:}, C{tcp6:}, C{unix:}, C{systemd:} ...) is
+returned unchanged: its transport already delivers the half-close.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+from twisted.internet.interfaces import (
+    IAddress,
+    IHalfCloseableProtocol,
+    IListeningPort,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
+from twisted.logger import Logger
+from twisted.protocols.haproxy._wrapper import (
+    HAProxyProtocolWrapper,
+    HAProxyWrappingFactory,
+)
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+__all__ = [
+    "HalfCloseableHAProxyFactory",
+    "HalfCloseableHAProxyWrapper",
+    "HalfCloseableTLSFactory",
+    "HalfCloseableTLSProtocol",
+    "ProxyEndpoint",
+    "TLSServerEndpoint",
+    "endpointService",
+    "serverEndpoint",
+]
+
+HAPROXY_PREFIX = "haproxy:"
+
+
+def _passReadConnectionLost(wrapper: Any) -> None:
+    """
+    Tell the protocol inside C{wrapper} that its peer will send no more, or,
+    if it cannot take a half-close, close the connection as Twisted would.
+    """
+    wrapped = wrapper.wrappedProtocol
+    if wrapped is not None and IHalfCloseableProtocol.providedBy(wrapped):
+        wrapped.readConnectionLost()
+    else:
+        wrapper.loseConnection()
+
+
+def _passWriteConnectionLost(wrapper: Any) -> None:
+    """
+    Tell the protocol inside C{wrapper} that its peer reads no more.
+    """
+    wrapped = wrapper.wrappedProtocol
+    if wrapped is not None and IHalfCloseableProtocol.providedBy(wrapped):
+        wrapped.writeConnectionLost()
+    else:
+        wrapper.loseConnection()
+
+
+def _addressText(address: IAddress | None) -> str:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None:
+        return str(address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfCloseableHAProxyWrapper(HAProxyProtocolWrapper):
+    """
+    The PROXY protocol wrapper, passing the peer's half-close on to the
+    wrapped protocol and logging the real client address once the PROXY
+    header has been read.
+
+    Behind a proxy, C{getPeer()} is the proxy until the header is parsed;
+    this log line is the one place that names the real client for every
+    connection (refusals by C{--max-connections} happen before the header
+    and name the proxy).
+    """
+
+    _log = Logger()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._proxyInfo is not None:
+            # the hot path: one check, as in the base class
+            self.wrappedProtocol.dataReceived(data)
+            return
+        super().dataReceived(data)
+        info = self._proxyInfo
+        if info is not None and info.source is not None:
+            assert self.transport is not None
+            self._log.info(
+                "PROXY connection from {client} via {proxy}",
+                client=_addressText(info.source),
+                proxy=_addressText(self.transport.getPeer()),
+            )
+
+    def readConnectionLost(self) -> None:
+        """
+        The proxy shut its sending side: let the protocol answer what it owes.
+        """
+        _passReadConnectionLost(self)
+
+    def writeConnectionLost(self) -> None:
+        """
+        The proxy reads no more: let the protocol stop.
+        """
+        _passWriteConnectionLost(self)
+
+
+class HalfCloseableHAProxyFactory(HAProxyWrappingFactory):
+    """
+    Builds L{HalfCloseableHAProxyWrapper}s, and refuses a connection when the
+    wrapped factory does (Twisted's L{WrappingFactory} would wrap the
+    C{None} and fail with a traceback).
+    """
+
+    protocol = HalfCloseableHAProxyWrapper  # type: ignore[assignment]
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            return None
+        return self.protocol(self, wrapped)  # type: ignore[arg-type]
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfCloseableTLSProtocol(BufferingTLSTransport):
+    """
+    The TLS server transport, with half-close in both of its forms passed on
+    to the application protocol:
+
+      - the peer's TLS C{close_notify} (TLS 1.3 allows the other side to go
+        on writing): the application is told C{readConnectionLost}, writes
+        what it owes and calls C{loseConnection}, which flushes the write
+        aggregation buffer, answers C{close_notify} and closes;
+      - a bare TCP FIN without C{close_notify} (a client that called
+        C{shutdown(SHUT_WR)} on the socket under its TLS session, as
+        Twisted's own C{loseWriteConnection} does over TLS): the same, and
+        the TCP connection is closed once our C{close_notify} is written,
+        since the peer's will never come.
+    """
+
+    #: the peer has ended its side (TLS close_notify or TCP FIN)
+    _peerEnded = False
+    #: the peer's side ended with a TCP FIN, so its close_notify never comes
+    _peerFIN = False
+
+    def _flushReceiveBIO(self) -> None:
+        if self._peerEnded:
+            # nothing the peer sends after its end counts; the TLS shutdown
+            # is finished by loseConnection
+            self._flushSendBIO()
+            return
+        # Look for the peer's close_notify before the base class does: it
+        # would shut TLS down at once, dropping replies not yet encrypted.
+        from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
+
+        while not self._lostTLSConnection and not self._peerEnded:
+            try:
+                data = self._tlsConnection.recv(2**15)
+            except WantReadError:
+                break
+            except ZeroReturnError:
+                self._peerEnded = True
+                _passReadConnectionLost(self)
+            except Error:
+                # a broken session: the base class's own handling
+                self._tlsShutdownFinished(Failure())
+                break
+            else:
+                if not self._aborted:
+                    self.wrappedProtocol.dataReceived(data)
+        self._flushSendBIO()
+
+    def readConnectionLost(self) -> None:
+        """
+        The peer sent a TCP FIN: no more TLS records will come.
+        """
+        self._peerFIN = True
+        if self._peerEnded:
+            return
+        self._peerEnded = True
+        assert self.transport is not None
+        if not self._handshakeDone:
+            self.transport.loseConnection()
+            return
+        _passReadConnectionLost(self)
+
+    def writeConnectionLost(self) -> None:
+        """
+        The peer reads no more: let the protocol stop.
+        """
+        _passWriteConnectionLost(self)
+
+    def _shutdownTLS(self) -> None:
+        super()._shutdownTLS()
+        if self._peerFIN and self.transport is not None:
+            # our close_notify is queued; the peer's will never arrive
+            self.transport.loseConnection()
+
+
+class HalfCloseableTLSFactory(TLSMemoryBIOFactory):
+    """
+    Builds L{HalfCloseableTLSProtocol}s, and refuses a connection when the
+    wrapped factory does.
+    """
+
+    protocol = HalfCloseableTLSProtocol
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        if self.wrappedFactory.buildProtocol(addr) is None:
+            return None
+        return super().buildProtocol(addr)
+
+
+@implementer(IStreamServerEndpoint)
+class ProxyEndpoint:
+    """
+    Like Twisted's C{haproxy:} endpoint: reads a PROXY v1 or v2 header
+    before the stream, using L{HalfCloseableHAProxyFactory}.
+
+    @ivar wrapped: the endpoint that really listens.
+    """
+
+    def __init__(self, wrapped: IStreamServerEndpoint) -> None:
+        self.wrapped = wrapped
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        return self.wrapped.listen(HalfCloseableHAProxyFactory(factory))
+
+
+@implementer(IStreamServerEndpoint)
+class TLSServerEndpoint:
+    """
+    Like Twisted's C{ssl:} endpoint (which it is built from), using
+    L{HalfCloseableTLSFactory}.
+    """
+
+    def __init__(self, reactor: Any, ssl: SSL4ServerEndpoint) -> None:
+        self._reactor = reactor
+        self._ssl = ssl
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        ssl = self._ssl
+        tlsFactory = HalfCloseableTLSFactory(
+            ssl._sslContextFactory, False, factory, clock=self._reactor
+        )
+        from twisted.internet.defer import execute
+
+        return execute(
+            self._reactor.listenTCP,
+            ssl._port,
+            tlsFactory,
+            backlog=ssl._backlog,
+            interface=ssl._interface,
+        )
+
+
+def serverEndpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
+    """
+    Parse C{description} as L{serverFromString} does, with the C{haproxy:}
+    and C{ssl:} wrappers replaced by ones that pass half-close on.
+
+    @param reactor: the reactor to listen with.
+    @param description: a Twisted server endpoint string.
+    @raise ValueError: for a malformed description, as L{serverFromString}.
+    """
+    if description.startswith(HAPROXY_PREFIX):
+        return ProxyEndpoint(
+            serverEndpoint(reactor, description[len(HAPROXY_PREFIX) :])
+        )
+    endpoint: IStreamServerEndpoint = serverFromString(reactor, description)
+    if isinstance(endpoint, SSL4ServerEndpoint) and hasattr(
+        endpoint, "_sslContextFactory"
+    ):
+        return TLSServerEndpoint(reactor, endpoint)
+    return endpoint
+
+
+def endpointService(
+    description: str, factory: IProtocolFactory, reactor: Any
+) -> StreamServerEndpointService:
+    """
+    A service listening on C{description} (see L{serverEndpoint}), which
+    raises a failure to listen from C{privilegedStartService}, as
+    L{twisted.application.strports.service} does.
+    """
+    svc = StreamServerEndpointService(serverEndpoint(reactor, description), factory)
+    svc._raiseSynchronously = True
+    return svc
