@@ -33,6 +33,8 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
+from twisted.protocols.haproxy._v1parser import V1Parser
+from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.protocols.haproxy._wrapper import (
     HAProxyProtocolWrapper,
     HAProxyWrappingFactory,
@@ -86,6 +88,15 @@ def _addressText(address: IAddress | None) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _couldBeShortHeader(data: bytes) -> bool:
+    """
+    Is C{data} the start of a PROXY header, too short to be parsed yet?
+    """
+    if len(data) < 16 and V2Parser.PREFIX.startswith(data[:12]):
+        return True
+    return len(data) < 8 and V1Parser.PROXYSTR.startswith(data[:5])
+
+
 @implementer(IHalfCloseableProtocol)
 class HalfCloseableHAProxyWrapper(HAProxyProtocolWrapper):
     """
@@ -100,12 +111,23 @@ class HalfCloseableHAProxyWrapper(HAProxyProtocolWrapper):
     """
 
     _log = Logger()
+    #: the start of a PROXY header too short for Twisted's parser to judge
+    _head = b""
 
     def dataReceived(self, data: bytes) -> None:
         if self._proxyInfo is not None:
             # the hot path: one check, as in the base class
             self.wrappedProtocol.dataReceived(data)
             return
+        if self._parser is None:
+            # Twisted's wrapper closes the connection unless the first read
+            # holds 16 bytes (v2) or 8 (v1); a header split by the network
+            # is held here until that much has come.
+            data = self._head + data
+            self._head = b""
+            if _couldBeShortHeader(data):
+                self._head = data
+                return
         super().dataReceived(data)
         info = self._proxyInfo
         if info is not None and info.source is not None:
