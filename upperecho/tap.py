@@ -47,6 +47,25 @@ def _number(option: str, value: str, kind: Callable[[str], float] = float) -> fl
     return number
 
 
+def _checkMetrics(description: str) -> None:
+    """
+    Fail now, as a usage error, if C{--metrics} cannot work.
+    """
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise usage.UsageError(
+            f"--metrics {description}: prometheus-client is not installed "
+            "(pip install 'upperecho[metrics]')"
+        ) from None
+    try:
+        from twisted.internet.endpoints import serverFromString
+
+        serverFromString(MemoryReactor(), description)
+    except Exception as e:
+        raise usage.UsageError(f"--metrics {description}: {e}") from None
+
+
 class Options(usage.Options):
     """
     Options for C{twistd upperecho}; every mistake is a one-line
@@ -96,6 +115,14 @@ class Options(usage.Options):
             "UDP replies per second to one source IP (burst of as many); "
             "0 = unlimited.",
         ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics on this server endpoint, "
+            "e.g. tcp:9100:interface=127.0.0.1 (needs prometheus-client: "
+            "pip install 'upperecho[metrics]').",
+        ],
     ]
 
     compData = usage.Completions(
@@ -143,6 +170,8 @@ class Options(usage.Options):
             )
         self["idle-timeout"] = _number("idle-timeout", self["idle-timeout"])
         self["udp-rate"] = _number("udp-rate", self["udp-rate"])
+        if self["metrics"] is not None:
+            _checkMetrics(self["metrics"])
 
 
 class UpperEchoService(MultiService):
@@ -196,6 +225,7 @@ def makeService(
     top = UpperEchoService()
     listens: Sequence[str] = config.get("listen", [])
     factory = None
+    proto = None
     if config.get("tcp") is not None or listens:
         factory = UpperEchoFactory(
             encoding=config["encoding"],
@@ -230,4 +260,8 @@ def makeService(
         )
         udp.setName(f"--udp {config['udp']}")
         udp.setServiceParent(top)
+    if config.get("metrics"):
+        from upperecho.metrics import metricsService
+
+        metricsService(config["metrics"], factory, proto, reactor).setServiceParent(top)
     return top
