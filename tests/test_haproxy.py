@@ -121,6 +121,19 @@ class HAProxyWrapperTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(events[0]["client"], "198.51.100.9:6000")
 
+    def test_headerOnlyNotLogged(self) -> None:
+        """
+        A connection with a header and no data (a health check) is not
+        logged; its first data is, once.
+        """
+        wrapper, transport, events = self.connect()
+        wrapper.dataReceived(proxyV1("203.0.113.7", 5555))
+        self.assertEqual(events, [])
+        wrapper.dataReceived(b"a")
+        wrapper.dataReceived(b"b")
+        self.assertEqual(len(events), 1)
+        self.assertEqual(transport.value(), b"AB")
+
     def test_notProxy(self) -> None:
         """
         A stream that does not start with a PROXY header is closed unanswered.
@@ -271,6 +284,8 @@ def test_realHAProxy() -> None:
             assert _waitForLog(list(instances.values()), text), text
         for t in instances.values():
             assert "PROXY connection from 127.0.0.2:" in t.log()
+            # health checks (a header and no data, every 100 ms) are not
+            assert "PROXY connection from 127.0.0.1:" not in t.log()
 
         # kill one instance: no new connection may fail
         instances[one].process.kill()

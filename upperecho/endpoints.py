@@ -33,6 +33,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
+from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.protocols.haproxy._wrapper import (
@@ -101,13 +102,14 @@ def _couldBeShortHeader(data: bytes) -> bool:
 class HalfCloseableHAProxyWrapper(HAProxyProtocolWrapper):
     """
     The PROXY protocol wrapper, passing the peer's half-close on to the
-    wrapped protocol and logging the real client address once the PROXY
-    header has been read.
+    wrapped protocol and logging the real client address.
 
-    Behind a proxy, C{getPeer()} is the proxy until the header is parsed;
-    this log line is the one place that names the real client for every
-    connection (refusals by C{--max-connections} happen before the header
-    and name the proxy).
+    Behind a proxy, C{getPeer()} is the proxy until the header is parsed, so
+    this wrapper logs the client named by the header, once, when the first
+    bytes after the header arrive: connections that carry no data (the
+    proxy's health checks, every 100 ms or so) are not logged.  After that
+    line, reads go straight to the wrapped protocol.  (Refusals by
+    C{--max-connections} happen before the header and name the proxy.)
     """
 
     _log = Logger()
@@ -116,10 +118,10 @@ class HalfCloseableHAProxyWrapper(HAProxyProtocolWrapper):
 
     def dataReceived(self, data: bytes) -> None:
         if self._proxyInfo is not None:
-            # the hot path: one check, as in the base class
-            self.wrappedProtocol.dataReceived(data)
+            self._firstData(data)
             return
-        if self._parser is None:
+        parser = self._parser
+        if parser is None:
             # Twisted's wrapper closes the connection unless the first read
             # holds 16 bytes (v2) or 8 (v1); a header split by the network
             # is held here until that much has come.
@@ -128,15 +130,37 @@ class HalfCloseableHAProxyWrapper(HAProxyProtocolWrapper):
             if _couldBeShortHeader(data):
                 self._head = data
                 return
-        super().dataReceived(data)
+            if data[:12] == V2Parser.PREFIX and data[12] & 0xF0 == 0x20:
+                self._parser = parser = V2Parser()
+            elif data[:5] == V1Parser.PROXYSTR:
+                self._parser = parser = V1Parser()
+            else:
+                self.loseConnection()
+                return
+        try:
+            self._proxyInfo, remaining = parser.feed(data)
+        except InvalidProxyHeader:
+            self.loseConnection()
+            return
+        if remaining:
+            self._firstData(remaining)
+
+    def _firstData(self, data: bytes) -> None:
+        """
+        Log the real client, then hand this and every later read straight
+        to the wrapped protocol.
+        """
         info = self._proxyInfo
-        if info is not None and info.source is not None:
-            assert self.transport is not None
+        assert info is not None and self.transport is not None
+        if info.source is not None:
             self._log.info(
                 "PROXY connection from {client} via {proxy}",
                 client=_addressText(info.source),
                 proxy=_addressText(self.transport.getPeer()),
             )
+        forward = self.wrappedProtocol.dataReceived
+        self.dataReceived = forward  # type: ignore[method-assign]
+        forward(data)
 
     def readConnectionLost(self) -> None:
         """

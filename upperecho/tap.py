@@ -148,7 +148,16 @@ class Options(usage.Options):
 
             serverFromString(MemoryReactor(), description)
         except Exception as e:
-            raise usage.UsageError(f"--listen {description}: {e}") from None
+            hint = ""
+            if description.startswith("systemd:") and isinstance(
+                e, (IndexError, KeyError)
+            ):
+                hint = (
+                    " (no such socket was passed: Twisted needs LISTEN_PID, "
+                    "LISTEN_FDS and LISTEN_FDNAMES, as systemd sets them; with "
+                    "systemd-socket-activate add --fdname=NAME)"
+                )
+            raise usage.UsageError(f"--listen {description}: {e}{hint}") from None
         self["listen"].append(description)
 
     def postOptions(self) -> None:
