@@ -148,6 +148,38 @@ def test_halfClose(certs: Certs, tlsServer: int, how: str, payload: bytes) -> No
             client.close()
 
 
+def test_refusedByMaxConnections(certs: Certs) -> None:
+    """
+    When the wrapped factory refuses (C{--max-connections}), the TLS factory
+    refuses too, instead of wrapping C{None}; each accepted connection
+    builds exactly one protocol.
+    """
+    from twisted.internet import ssl as tssl
+    from twisted.internet.task import Clock
+
+    from upperecho.endpoints import HalfCloseableTLSFactory
+
+    built: list[object] = []
+
+    class Counting(UpperEchoFactory):
+        def buildProtocol(self, addr: Any) -> Any:
+            proto = super().buildProtocol(addr)
+            built.append(proto)
+            return proto
+
+    options = tssl.PrivateCertificate.loadPEM(
+        certs.keyPath.read_text() + certs.certPath.read_text()
+    ).options()
+    factory = HalfCloseableTLSFactory(
+        options, False, Counting(maxConnections=1, clock=Clock()), clock=Clock()
+    )
+    first = factory.buildProtocol(None)
+    assert isinstance(first, HalfCloseableTLSProtocol)
+    assert len(built) == 1
+    factory.wrappedFactory.connections.add(first.wrappedProtocol)
+    assert factory.buildProtocol(None) is None
+
+
 def _bufferedBy(tls: HalfCloseableTLSProtocol) -> int:
     """
     Bytes the server holds for one TLS connection: its TCP write buffer, the

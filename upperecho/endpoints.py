@@ -276,9 +276,10 @@ class HalfCloseableTLSFactory(TLSMemoryBIOFactory):
     protocol = HalfCloseableTLSProtocol
 
     def buildProtocol(self, addr: IAddress | None) -> Any:
-        if self.wrappedFactory.buildProtocol(addr) is None:
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
             return None
-        return super().buildProtocol(addr)
+        return self.protocol(self, wrapped)
 
 
 @implementer(IStreamServerEndpoint)
