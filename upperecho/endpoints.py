@@ -213,10 +213,17 @@ class HalfCloseableTLSProtocol(BufferingTLSTransport):
     #: the peer's side ended with a TCP FIN, so its close_notify never comes
     _peerFIN = False
 
+    def dataReceived(self, data: bytes) -> None:
+        if self._peerEnded:
+            # Nothing the peer sends after its end counts: dropped here, not
+            # stored in the TLS layer, where a peer that goes on sending
+            # while its replies are flushed could make it grow.
+            return
+        super().dataReceived(data)
+
     def _flushReceiveBIO(self) -> None:
         if self._peerEnded:
-            # nothing the peer sends after its end counts; the TLS shutdown
-            # is finished by loseConnection
+            # the TLS shutdown is finished by loseConnection
             self._flushSendBIO()
             return
         # Look for the peer's close_notify before the base class does: it
