@@ -10,6 +10,7 @@ import select
 import shutil
 import ssl
 import subprocess
+import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,3 +230,97 @@ def test_backpressure(certs: Certs) -> Generator[Any, Any, None]:
         yield port.stopListening()
         for p in list(factory.connections):
             p.transport.abortConnection()
+
+
+@pytest_twisted.inlineCallbacks  # type: ignore[untyped-decorator]
+def test_proxyHeaderBeforeTLS(certs: Certs) -> Generator[Any, Any, None]:
+    """
+    C{haproxy:ssl:...} reads the PROXY header in clear before the TLS
+    handshake, as HAProxy sends it; the protocol then sees the real client
+    as its peer, and half-close still answers everything.
+    """
+    from tests.test_haproxy import proxyV1, proxyV2
+
+    factory = UpperEchoFactory(idleTimeout=0, clock=reactor)
+    description = "haproxy:" + certs.listen()
+    port = yield serverEndpoint(reactor, description).listen(factory)
+    try:
+        number = port.getHost().port
+        for header, peer in [
+            (proxyV1("203.0.113.7", 5555), ("203.0.113.7", 5555)),
+            (proxyV2("198.51.100.9", 6000), ("198.51.100.9", 6000)),
+        ]:
+            client = yield threads.deferToThread(
+                TLSClient, number, certs.clientContext(), preamble=header
+            )
+            try:
+                yield threads.deferToThread(client.send, b"via proxy \xc3")
+                got = yield threads.deferToThread(client.receive, 10)
+                assert got == b"VIA PROXY "
+                peers = set()
+                for p in factory.connections:
+                    address: Any = p.transport.getPeer()
+                    peers.add((address.host, address.port))
+                assert peer in peers
+                yield threads.deferToThread(client.closeNotify)
+                rest = yield threads.deferToThread(client.receive)
+                assert rest == b"\xc3"
+            finally:
+                client.close()
+    finally:
+        yield port.stopListening()
+
+
+HAPROXY_TLS_CFG = """\
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 10s
+    timeout server 10s
+
+frontend tls
+    bind 127.0.0.1:{front}
+    default_backend upperecho
+
+backend upperecho
+    # TLS passes through HAProxy untouched; the PROXY header goes first
+    server one 127.0.0.1:{back} send-proxy-v2 check inter 100ms
+"""
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not on PATH")
+def test_haproxyTLSPassthrough(certs: Certs, tmp_path: Path) -> None:
+    """
+    HAProxy passing TLS through (mode tcp) with C{send-proxy-v2} in front of
+    C{--listen haproxy:ssl:...}: the client verifies upperecho's certificate
+    through the proxy, gets its reply, and upperecho logs the client's port.
+    """
+    front, back = freePort(), freePort()
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(HAPROXY_TLS_CFG.format(front=front, back=back))
+    with Twistd(["--listen", "haproxy:" + certs.listen(back)]) as server:
+        waitForTCP(back)
+        haproxy = subprocess.Popen(
+            ["haproxy", "-db", "-f", str(cfg)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            waitForTCP(front)
+            client = TLSClient(front, certs.clientContext())
+            try:
+                clientPort = client.raw.getsockname()[1]
+                client.send(b"through haproxy\n")
+                client.closeNotify()
+                assert client.receive() == b"THROUGH HAPROXY\n"
+            finally:
+                client.close()
+            text = f"PROXY connection from 127.0.0.1:{clientPort} via 127.0.0.1:"
+            deadline = time.monotonic() + 5
+            while text not in server.log():
+                assert time.monotonic() < deadline, server.log()
+                time.sleep(0.05)
+        finally:
+            haproxy.terminate()
+            haproxy.communicate(timeout=10)

@@ -26,8 +26,11 @@ class TLSClient:
         host: str = "127.0.0.1",
         serverName: str = "localhost",
         timeout: float = 10.0,
+        preamble: bytes = b"",
     ) -> None:
         self.raw = socket.create_connection((host, port), timeout=timeout)
+        # sent in clear before the handshake (a PROXY protocol header)
+        self.raw.sendall(preamble)
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self.tls = context.wrap_bio(self._in, self._out, server_hostname=serverName)

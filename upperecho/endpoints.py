@@ -310,23 +310,32 @@ class TLSServerEndpoint:
     """
     Like Twisted's C{ssl:} endpoint (which it is built from), using
     L{HalfCloseableTLSFactory}.
+
+    @ivar proxyHeader: read a PROXY header I{before} the TLS handshake, in
+        clear, as HAProxy sends it with C{send-proxy-v2} both when it passes
+        TLS through and when it re-encrypts (C{haproxy:ssl:...}).
     """
 
-    def __init__(self, reactor: Any, ssl: SSL4ServerEndpoint) -> None:
+    def __init__(
+        self, reactor: Any, ssl: SSL4ServerEndpoint, proxyHeader: bool = False
+    ) -> None:
         self._reactor = reactor
         self._ssl = ssl
+        self.proxyHeader = proxyHeader
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         ssl = self._ssl
-        tlsFactory = HalfCloseableTLSFactory(
+        outer: IProtocolFactory = HalfCloseableTLSFactory(
             ssl._sslContextFactory, False, factory, clock=self._reactor
         )
+        if self.proxyHeader:
+            outer = HalfCloseableHAProxyFactory(outer)
         from twisted.internet.defer import execute
 
         return execute(
             self._reactor.listenTCP,
             ssl._port,
-            tlsFactory,
+            outer,
             backlog=ssl._backlog,
             interface=ssl._interface,
         )
@@ -337,14 +346,21 @@ def serverEndpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
     Parse C{description} as L{serverFromString} does, with the C{haproxy:}
     and C{ssl:} wrappers replaced by ones that pass half-close on.
 
+    One deliberate difference: C{haproxy:ssl:...} reads the PROXY header in
+    clear before the TLS handshake (as HAProxy's C{send-proxy-v2} sends it),
+    where Twisted's own parser would look for it inside the TLS session.
+
     @param reactor: the reactor to listen with.
     @param description: a Twisted server endpoint string.
     @raise ValueError: for a malformed description, as L{serverFromString}.
     """
     if description.startswith(HAPROXY_PREFIX):
-        return ProxyEndpoint(
-            serverEndpoint(reactor, description[len(HAPROXY_PREFIX) :])
-        )
+        inner = serverEndpoint(reactor, description[len(HAPROXY_PREFIX) :])
+        if isinstance(inner, TLSServerEndpoint):
+            # Twisted's haproxy:ssl: expects the header inside the TLS
+            # session, which no proxy sends: read it in clear, before TLS.
+            return TLSServerEndpoint(reactor, inner._ssl, proxyHeader=True)
+        return ProxyEndpoint(inner)
     endpoint: IStreamServerEndpoint = serverFromString(reactor, description)
     if isinstance(endpoint, SSL4ServerEndpoint) and hasattr(
         endpoint, "_sslContextFactory"
