@@ -29,6 +29,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from tests.helpers import Twistd, freePort, waitForTCP
+from tests.test_metrics import _scrape as scrape
+from tests.test_metrics import tcp
 from upperecho.endpoints import (
     HalfCloseableHAProxyFactory,
     HalfCloseableHAProxyWrapper,
@@ -253,8 +255,16 @@ def test_realHAProxy() -> None:
     is killed every new connection is still answered by the survivor.
     """
     front, one, two = freePort(), freePort(), freePort()
+    metrics = {one: freePort(), two: freePort()}
     instances = {
-        port: Twistd(["--listen", f"haproxy:tcp:{port}:interface=127.0.0.1"])
+        port: Twistd(
+            [
+                "--listen",
+                f"haproxy:tcp:{port}:interface=127.0.0.1",
+                "--metrics",
+                f"tcp:{metrics[port]}:interface=127.0.0.1",
+            ]
+        )
         for port in (one, two)
     }
     cfgDir = tempfile.TemporaryDirectory()
@@ -286,6 +296,16 @@ def test_realHAProxy() -> None:
             assert "PROXY connection from 127.0.0.2:" in t.log()
             # health checks (a header and no data, every 100 ms) are not
             assert "PROXY connection from 127.0.0.1:" not in t.log()
+        # the metrics count the clients' bytes, not the PROXY headers nor
+        # the health checks (which send a header and nothing else)
+        received = sent = 0.0
+        for port in instances:
+            samples = scrape(metrics[port])
+            assert samples[tcp("upperecho_connections_total")] > 0
+            received += samples[tcp("upperecho_received_bytes_total")]
+            sent += samples[tcp("upperecho_sent_bytes_total")]
+        assert received == sum(map(len, clientPorts.values()))
+        assert sent == sum(len(upper(p)) for p in clientPorts.values())
 
         # kill one instance: no new connection may fail
         instances[one].process.kill()

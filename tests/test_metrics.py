@@ -18,7 +18,14 @@ from twisted.internet.testing import FakeDatagramTransport, StringTransport
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.helpers import Twistd, freePort, freePorts, waitForTCP, waitForUDP
+from tests.helpers import (
+    Twistd,
+    freePort,
+    freePorts,
+    runTwistd,
+    waitForTCP,
+    waitForUDP,
+)
 from upperecho.metrics import UpperEchoCollector
 from upperecho.tap import Options
 from upperecho.tcp import UpperEchoFactory
@@ -190,3 +197,21 @@ def test_scrapeAfterTraffic() -> None:
     assert samples[drop("udp", "rate-limit")] == 11 - out
     assert samples[drop("udp", "loop-guard")] == 0
     assert samples[("process_resident_memory_bytes", ())] > 1 << 20
+
+
+def test_metricsPortInUse() -> None:
+    """
+    A busy metrics port ends twistd with one line naming C{--metrics}.
+    """
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = runTwistd(
+            ["--tcp", "0", "--udp", "0", "--metrics", f"tcp:{port}:interface=127.0.0.1"]
+        )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert f"upperecho: --metrics tcp:{port}:interface=127.0.0.1: cannot listen:" in (
+        result.stderr
+    )
