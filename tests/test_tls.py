@@ -324,3 +324,40 @@ def test_haproxyTLSPassthrough(certs: Certs, tmp_path: Path) -> None:
         finally:
             haproxy.terminate()
             haproxy.communicate(timeout=10)
+
+
+@pytest_twisted.inlineCallbacks  # type: ignore[untyped-decorator]
+def test_tlsDirectoryEndpoint(
+    certs: Certs, tmp_path: Path
+) -> Generator[Any, Any, None]:
+    """
+    Twisted's C{tls:DIRECTORY:port=...} server endpoint (certificate chosen
+    by SNI from a directory of PEM files) gets the same half-close fix.
+    """
+    try:
+        from twisted.protocols._sni import TLSServerEndpoint as _SNI  # noqa: F401
+    except ImportError:
+        pytest.skip("this Twisted has no tls: server endpoint")
+    pems = tmp_path / "pems"
+    pems.mkdir()
+    (pems / "localhost.pem").write_text(
+        certs.keyPath.read_text() + certs.certPath.read_text()
+    )
+    factory = UpperEchoFactory(idleTimeout=0, clock=reactor)
+    endpoint = serverEndpoint(reactor, f"tls:{pems}:port=0:interface=127.0.0.1")
+    port = yield endpoint.listen(factory)
+    try:
+        number = port.getHost().port
+        for how in ("closeNotify", "tcpHalfClose"):
+            client = yield threads.deferToThread(
+                TLSClient, number, certs.clientContext()
+            )
+            try:
+                yield threads.deferToThread(client.send, b"sni \xc3")
+                yield threads.deferToThread(getattr(client, how))
+                got = yield threads.deferToThread(client.receive)
+                assert got == b"SNI \xc3"
+            finally:
+                client.close()
+    finally:
+        yield port.stopListening()

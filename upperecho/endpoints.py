@@ -24,7 +24,11 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+from twisted.internet.endpoints import (
+    SSL4ServerEndpoint,
+    TCP4ServerEndpoint,
+    serverFromString,
+)
 from twisted.internet.interfaces import (
     IAddress,
     IHalfCloseableProtocol,
@@ -308,37 +312,60 @@ class ProxyEndpoint:
 @implementer(IStreamServerEndpoint)
 class TLSServerEndpoint:
     """
-    Like Twisted's C{ssl:} endpoint (which it is built from), using
-    L{HalfCloseableTLSFactory}.
+    TLS over another endpoint, like Twisted's C{ssl:} and C{tls:} endpoints
+    (which it is built from), using L{HalfCloseableTLSFactory}.
 
+    @ivar endpoint: the endpoint that really listens (TCP).
+    @ivar creator: the server TLS settings (a context factory or connection
+        creator, as L{TLSMemoryBIOFactory} takes).
     @ivar proxyHeader: read a PROXY header I{before} the TLS handshake, in
         clear, as HAProxy sends it with C{send-proxy-v2} both when it passes
         TLS through and when it re-encrypts (C{haproxy:ssl:...}).
     """
 
     def __init__(
-        self, reactor: Any, ssl: SSL4ServerEndpoint, proxyHeader: bool = False
+        self,
+        reactor: Any,
+        endpoint: IStreamServerEndpoint,
+        creator: Any,
+        proxyHeader: bool = False,
     ) -> None:
         self._reactor = reactor
-        self._ssl = ssl
+        self.endpoint = endpoint
+        self.creator = creator
         self.proxyHeader = proxyHeader
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
-        ssl = self._ssl
         outer: IProtocolFactory = HalfCloseableTLSFactory(
-            ssl._sslContextFactory, False, factory, clock=self._reactor
+            self.creator, False, factory, clock=self._reactor
         )
         if self.proxyHeader:
             outer = HalfCloseableHAProxyFactory(outer)
-        from twisted.internet.defer import execute
+        return self.endpoint.listen(outer)
 
-        return execute(
-            self._reactor.listenTCP,
-            ssl._port,
-            outer,
-            backlog=ssl._backlog,
-            interface=ssl._interface,
+
+def _asHalfCloseableTLS(
+    reactor: Any, endpoint: IStreamServerEndpoint
+) -> TLSServerEndpoint | None:
+    """
+    The L{TLSServerEndpoint} equivalent to Twisted's C{ssl:} or C{tls:}
+    (SNI, directory of PEM files) server endpoint C{endpoint}, or C{None}
+    for any other endpoint.
+    """
+    if isinstance(endpoint, SSL4ServerEndpoint) and hasattr(
+        endpoint, "_sslContextFactory"
+    ):
+        tcp = TCP4ServerEndpoint(
+            reactor, endpoint._port, endpoint._backlog, endpoint._interface
         )
+        return TLSServerEndpoint(reactor, tcp, endpoint._sslContextFactory)
+    try:
+        from twisted.protocols._sni import TLSServerEndpoint as SNIEndpoint
+    except ImportError:  # Twisted before the tls: server endpoint
+        return None
+    if isinstance(endpoint, SNIEndpoint):
+        return TLSServerEndpoint(reactor, endpoint.endpoint, endpoint.connectionCreator)
+    return None
 
 
 def serverEndpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
@@ -346,7 +373,11 @@ def serverEndpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
     Parse C{description} as L{serverFromString} does, with the C{haproxy:}
     and C{ssl:} wrappers replaced by ones that pass half-close on.
 
-    One deliberate difference: C{haproxy:ssl:...} reads the PROXY header in
+    Both TLS server endpoints are covered: C{ssl:PORT:privateKey=...} and
+    (Twisted 25 and later) C{tls:DIRECTORY:port=...}, which picks the
+    certificate by SNI from a directory of PEM files.
+
+    One deliberate difference: C{haproxy:ssl:...} (or C{haproxy:tls:...}) reads the PROXY header in
     clear before the TLS handshake (as HAProxy's C{send-proxy-v2} sends it),
     where Twisted's own parser would look for it inside the TLS session.
 
@@ -359,14 +390,12 @@ def serverEndpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
         if isinstance(inner, TLSServerEndpoint):
             # Twisted's haproxy:ssl: expects the header inside the TLS
             # session, which no proxy sends: read it in clear, before TLS.
-            return TLSServerEndpoint(reactor, inner._ssl, proxyHeader=True)
+            return TLSServerEndpoint(
+                reactor, inner.endpoint, inner.creator, proxyHeader=True
+            )
         return ProxyEndpoint(inner)
     endpoint: IStreamServerEndpoint = serverFromString(reactor, description)
-    if isinstance(endpoint, SSL4ServerEndpoint) and hasattr(
-        endpoint, "_sslContextFactory"
-    ):
-        return TLSServerEndpoint(reactor, endpoint)
-    return endpoint
+    return _asHalfCloseableTLS(reactor, endpoint) or endpoint
 
 
 def endpointService(
