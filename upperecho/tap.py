@@ -10,13 +10,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.application import internet, strports
+from twisted.application import internet
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger
 from twisted.python import usage
 
+from upperecho.endpoints import endpointService
 from upperecho.impair import Impairment
 from upperecho.tcp import UpperEchoFactory
 from upperecho.transform import checkEncoding
@@ -80,6 +81,25 @@ def _seed(option: str, value: str) -> int:
 
 #: the options of SPEC section 9.2 that turn UDP impairment on
 IMPAIRMENT_OPTIONS = ("udp-loss", "udp-duplicate", "udp-delay", "udp-jitter")
+
+
+def _checkMetrics(description: str) -> None:
+    """
+    Fail now, as a usage error, if C{--metrics} cannot work.
+    """
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise usage.UsageError(
+            f"--metrics {description}: prometheus-client is not installed "
+            "(pip install 'upperecho[metrics]')"
+        ) from None
+    try:
+        from twisted.internet.endpoints import serverFromString
+
+        serverFromString(MemoryReactor(), description)
+    except Exception as e:
+        raise usage.UsageError(f"--metrics {description}: {e}") from None
 
 
 class Options(usage.Options):
@@ -163,6 +183,14 @@ class Options(usage.Options):
             "Seed the impairment's random choices, so that a run can be "
             "repeated [default: random, logged at start-up].",
         ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics on this server endpoint, "
+            "e.g. tcp:9100:interface=127.0.0.1 (needs prometheus-client: "
+            "pip install 'upperecho[metrics]').",
+        ],
     ]
 
     compData = usage.Completions(
@@ -188,7 +216,16 @@ class Options(usage.Options):
 
             serverFromString(MemoryReactor(), description)
         except Exception as e:
-            raise usage.UsageError(f"--listen {description}: {e}") from None
+            hint = ""
+            if description.startswith("systemd:") and isinstance(
+                e, (IndexError, KeyError)
+            ):
+                hint = (
+                    " (no such socket was passed: Twisted needs LISTEN_PID, "
+                    "LISTEN_FDS and LISTEN_FDNAMES, as systemd sets them; with "
+                    "systemd-socket-activate add --fdname=NAME)"
+                )
+            raise usage.UsageError(f"--listen {description}: {e}{hint}") from None
         self["listen"].append(description)
 
     def postOptions(self) -> None:
@@ -222,6 +259,8 @@ class Options(usage.Options):
                     raise usage.UsageError(
                         f"--{name} impairs UDP replies, but no --udp service is served"
                     )
+        if self["metrics"] is not None:
+            _checkMetrics(self["metrics"])
 
 
 class UpperEchoService(MultiService):
@@ -275,6 +314,7 @@ def makeService(
     top = UpperEchoService()
     listens: Sequence[str] = config.get("listen", [])
     factory = None
+    proto = None
     if config.get("tcp") is not None or listens:
         factory = UpperEchoFactory(
             encoding=config["encoding"],
@@ -290,7 +330,7 @@ def makeService(
         tcp.setServiceParent(top)
     for i, description in enumerate(listens):
         assert factory is not None
-        svc = strports.service(description, factory, reactor=reactor)
+        svc = endpointService(description, factory, reactor)
         svc.setName(f"--listen {description}" + (f" (#{i + 1})" if i else ""))
         svc.setServiceParent(top)
     if config.get("udp") is not None:
@@ -325,4 +365,8 @@ def makeService(
         )
         udp.setName(f"--udp {config['udp']}")
         udp.setServiceParent(top)
+    if config.get("metrics"):
+        from upperecho.metrics import metricsService
+
+        metricsService(config["metrics"], factory, proto, reactor).setServiceParent(top)
     return top

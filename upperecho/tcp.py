@@ -74,6 +74,9 @@ class UpperEchoProtocol(Protocol):
     _quietSince = 0.0
     #: the idle sweep has asked this connection to close
     _closing = False
+    #: bytes received and sent on this connection (read by upperecho.metrics)
+    bytesIn = 0
+    bytesOut = 0
 
     def connectionMade(self) -> None:
         self._upper = Uppercaser(self.factory.encoding)
@@ -82,8 +85,10 @@ class UpperEchoProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._active = True
+        self.bytesIn += len(data)
         out = self._upper.feed(data)
         if out:
+            self.bytesOut += len(out)
             self.transport.write(out)
 
     def readConnectionLost(self) -> None:
@@ -96,6 +101,7 @@ class UpperEchoProtocol(Protocol):
         self.transport.unregisterProducer()
         tail = self._upper.flush()
         if tail:
+            self.bytesOut += len(tail)
             self.transport.write(tail)
         self.transport.loseConnection()
 
@@ -123,6 +129,8 @@ class UpperEchoFactory(Factory):
     @ivar connectionsTotal: connections accepted since start.
     @ivar refused: connections refused because of C{maxConnections}.
     @ivar idleClosed: connections closed by the idle timeout.
+    @ivar bytesInClosed: bytes received on connections now closed.
+    @ivar bytesOutClosed: bytes sent on connections now closed.
     """
 
     protocol = UpperEchoProtocol  # type: ignore[assignment]
@@ -149,6 +157,8 @@ class UpperEchoFactory(Factory):
         self.connectionsTotal = 0
         self.refused = 0
         self.idleClosed = 0
+        self.bytesInClosed = 0
+        self.bytesOutClosed = 0
         self._clock = clock
         self._logThrottle = LogThrottle(clock)
         self._sweepCall: IDelayedCall | None = None
@@ -192,6 +202,8 @@ class UpperEchoFactory(Factory):
         Called by a protocol when its connection is gone.
         """
         self.connections.discard(proto)
+        self.bytesInClosed += proto.bytesIn
+        self.bytesOutClosed += proto.bytesOut
         if not self.connections and self._sweepCall is not None:
             if self._sweepCall.active():
                 self._sweepCall.cancel()

@@ -1,0 +1,411 @@
+# -*- test-case-name: tests.test_haproxy,tests.test_tls -*-
+"""
+Server endpoints for C{--listen} that keep upperecho's half-close promise.
+
+L{UpperEchoProtocol<upperecho.tcp.UpperEchoProtocol>} answers everything it
+owes when its peer shuts the sending side, because it provides
+L{IHalfCloseableProtocol}.  Twisted's protocol I{wrappers} hide that: the
+C{haproxy:} wrapper (L{HAProxyProtocolWrapper}) and the TLS wrapper
+(L{BufferingTLSTransport}) do not provide the interface, so a FIN from the
+peer closes the connection at once and the replies still buffered are lost;
+and the TLS wrapper, on the peer's C{close_notify}, shuts TLS down before its
+write-aggregation buffer is flushed.  (Measured against the plain wrappers:
+over TLS 2 to 3 of 20 half-closing clients got their full reply.)
+
+L{serverEndpoint} parses an endpoint string as C{serverFromString} does, and
+replaces those two wrappers with subclasses that pass the half-close on.
+Every other endpoint (C{tcp:}, C{tcp6:}, C{unix:}, C{systemd:} ...) is
+returned unchanged: its transport already delivers the half-close.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import (
+    SSL4ServerEndpoint,
+    TCP4ServerEndpoint,
+    serverFromString,
+)
+from twisted.internet.interfaces import (
+    IAddress,
+    IHalfCloseableProtocol,
+    IListeningPort,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
+from twisted.logger import Logger
+from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+from twisted.protocols.haproxy._v1parser import V1Parser
+from twisted.protocols.haproxy._v2parser import V2Parser
+from twisted.protocols.haproxy._wrapper import (
+    HAProxyProtocolWrapper,
+    HAProxyWrappingFactory,
+)
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+__all__ = [
+    "HalfCloseableHAProxyFactory",
+    "HalfCloseableHAProxyWrapper",
+    "HalfCloseableTLSFactory",
+    "HalfCloseableTLSProtocol",
+    "ProxyEndpoint",
+    "TLSServerEndpoint",
+    "endpointService",
+    "serverEndpoint",
+]
+
+HAPROXY_PREFIX = "haproxy:"
+
+
+def _passReadConnectionLost(wrapper: Any) -> None:
+    """
+    Tell the protocol inside C{wrapper} that its peer will send no more, or,
+    if it cannot take a half-close, close the connection as Twisted would.
+    """
+    wrapped = wrapper.wrappedProtocol
+    if wrapped is not None and IHalfCloseableProtocol.providedBy(wrapped):
+        wrapped.readConnectionLost()
+    else:
+        wrapper.loseConnection()
+
+
+def _passWriteConnectionLost(wrapper: Any) -> None:
+    """
+    Tell the protocol inside C{wrapper} that its peer reads no more.
+    """
+    wrapped = wrapper.wrappedProtocol
+    if wrapped is not None and IHalfCloseableProtocol.providedBy(wrapped):
+        wrapped.writeConnectionLost()
+    else:
+        wrapper.loseConnection()
+
+
+def _addressText(address: IAddress | None) -> str:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None:
+        return str(address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _couldBeShortHeader(data: bytes) -> bool:
+    """
+    Is C{data} the start of a PROXY header, too short to be parsed yet?
+    """
+    if len(data) < 16 and V2Parser.PREFIX.startswith(data[:12]):
+        return True
+    return len(data) < 8 and V1Parser.PROXYSTR.startswith(data[:5])
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfCloseableHAProxyWrapper(HAProxyProtocolWrapper):
+    """
+    The PROXY protocol wrapper, passing the peer's half-close on to the
+    wrapped protocol and logging the real client address.
+
+    Behind a proxy, C{getPeer()} is the proxy until the header is parsed, so
+    this wrapper logs the client named by the header, once, when the first
+    bytes after the header arrive: connections that carry no data (the
+    proxy's health checks, every 100 ms or so) are not logged.  After that
+    line, reads go straight to the wrapped protocol.  (Refusals by
+    C{--max-connections} happen before the header and name the proxy.)
+    """
+
+    _log = Logger()
+    #: the start of a PROXY header too short for Twisted's parser to judge
+    _head = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._proxyInfo is not None:
+            self._firstData(data)
+            return
+        parser = self._parser
+        if parser is None:
+            # Twisted's wrapper closes the connection unless the first read
+            # holds 16 bytes (v2) or 8 (v1); a header split by the network
+            # is held here until that much has come.
+            data = self._head + data
+            self._head = b""
+            if _couldBeShortHeader(data):
+                self._head = data
+                return
+            if data[:12] == V2Parser.PREFIX and data[12] & 0xF0 == 0x20:
+                self._parser = parser = V2Parser()
+            elif data[:5] == V1Parser.PROXYSTR:
+                self._parser = parser = V1Parser()
+            else:
+                self.loseConnection()
+                return
+        try:
+            self._proxyInfo, remaining = parser.feed(data)
+        except InvalidProxyHeader:
+            self.loseConnection()
+            return
+        if remaining:
+            self._firstData(remaining)
+
+    def _firstData(self, data: bytes) -> None:
+        """
+        Log the real client, then hand this and every later read straight
+        to the wrapped protocol.
+        """
+        info = self._proxyInfo
+        assert info is not None and self.transport is not None
+        if info.source is not None:
+            self._log.info(
+                "PROXY connection from {client} via {proxy}",
+                client=_addressText(info.source),
+                proxy=_addressText(self.transport.getPeer()),
+            )
+        forward = self.wrappedProtocol.dataReceived
+        self.dataReceived = forward  # type: ignore[method-assign]
+        forward(data)
+
+    def readConnectionLost(self) -> None:
+        """
+        The proxy shut its sending side: let the protocol answer what it owes.
+        """
+        _passReadConnectionLost(self)
+
+    def writeConnectionLost(self) -> None:
+        """
+        The proxy reads no more: let the protocol stop.
+        """
+        _passWriteConnectionLost(self)
+
+
+class HalfCloseableHAProxyFactory(HAProxyWrappingFactory):
+    """
+    Builds L{HalfCloseableHAProxyWrapper}s, and refuses a connection when the
+    wrapped factory does (Twisted's L{WrappingFactory} would wrap the
+    C{None} and fail with a traceback).
+    """
+
+    protocol = HalfCloseableHAProxyWrapper  # type: ignore[assignment]
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            return None
+        return self.protocol(self, wrapped)  # type: ignore[arg-type]
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfCloseableTLSProtocol(BufferingTLSTransport):
+    """
+    The TLS server transport, with half-close in both of its forms passed on
+    to the application protocol:
+
+      - the peer's TLS C{close_notify} (TLS 1.3 allows the other side to go
+        on writing): the application is told C{readConnectionLost}, writes
+        what it owes and calls C{loseConnection}, which flushes the write
+        aggregation buffer, answers C{close_notify} and closes;
+      - a bare TCP FIN without C{close_notify} (a client that called
+        C{shutdown(SHUT_WR)} on the socket under its TLS session, as
+        Twisted's own C{loseWriteConnection} does over TLS): the same, and
+        the TCP connection is closed once our C{close_notify} is written,
+        since the peer's will never come.
+    """
+
+    #: the peer has ended its side (TLS close_notify or TCP FIN)
+    _peerEnded = False
+    #: the peer's side ended with a TCP FIN, so its close_notify never comes
+    _peerFIN = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._peerEnded:
+            # Nothing the peer sends after its end counts: dropped here, not
+            # stored in the TLS layer, where a peer that goes on sending
+            # while its replies are flushed could make it grow.
+            return
+        super().dataReceived(data)
+
+    def _flushReceiveBIO(self) -> None:
+        if self._peerEnded:
+            # the TLS shutdown is finished by loseConnection
+            self._flushSendBIO()
+            return
+        # Look for the peer's close_notify before the base class does: it
+        # would shut TLS down at once, dropping replies not yet encrypted.
+        from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
+
+        while not self._lostTLSConnection and not self._peerEnded:
+            try:
+                data = self._tlsConnection.recv(2**15)
+            except WantReadError:
+                break
+            except ZeroReturnError:
+                self._peerEnded = True
+                _passReadConnectionLost(self)
+            except Error:
+                # a broken session: the base class's own handling
+                self._tlsShutdownFinished(Failure())
+                break
+            else:
+                if not self._aborted:
+                    self.wrappedProtocol.dataReceived(data)
+        self._flushSendBIO()
+
+    def readConnectionLost(self) -> None:
+        """
+        The peer sent a TCP FIN: no more TLS records will come.
+        """
+        self._peerFIN = True
+        if self._peerEnded:
+            return
+        self._peerEnded = True
+        assert self.transport is not None
+        if not self._handshakeDone:
+            self.transport.loseConnection()
+            return
+        _passReadConnectionLost(self)
+
+    def writeConnectionLost(self) -> None:
+        """
+        The peer reads no more: let the protocol stop.
+        """
+        _passWriteConnectionLost(self)
+
+    def _shutdownTLS(self) -> None:
+        super()._shutdownTLS()
+        if self._peerFIN and self.transport is not None:
+            # our close_notify is queued; the peer's will never arrive
+            self.transport.loseConnection()
+
+
+class HalfCloseableTLSFactory(TLSMemoryBIOFactory):
+    """
+    Builds L{HalfCloseableTLSProtocol}s, and refuses a connection when the
+    wrapped factory does.
+    """
+
+    protocol = HalfCloseableTLSProtocol
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            return None
+        return self.protocol(self, wrapped)
+
+
+@implementer(IStreamServerEndpoint)
+class ProxyEndpoint:
+    """
+    Like Twisted's C{haproxy:} endpoint: reads a PROXY v1 or v2 header
+    before the stream, using L{HalfCloseableHAProxyFactory}.
+
+    @ivar wrapped: the endpoint that really listens.
+    """
+
+    def __init__(self, wrapped: IStreamServerEndpoint) -> None:
+        self.wrapped = wrapped
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        return self.wrapped.listen(HalfCloseableHAProxyFactory(factory))
+
+
+@implementer(IStreamServerEndpoint)
+class TLSServerEndpoint:
+    """
+    TLS over another endpoint, like Twisted's C{ssl:} and C{tls:} endpoints
+    (which it is built from), using L{HalfCloseableTLSFactory}.
+
+    @ivar endpoint: the endpoint that really listens (TCP).
+    @ivar creator: the server TLS settings (a context factory or connection
+        creator, as L{TLSMemoryBIOFactory} takes).
+    @ivar proxyHeader: read a PROXY header I{before} the TLS handshake, in
+        clear, as HAProxy sends it with C{send-proxy-v2} both when it passes
+        TLS through and when it re-encrypts (C{haproxy:ssl:...}).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        endpoint: IStreamServerEndpoint,
+        creator: Any,
+        proxyHeader: bool = False,
+    ) -> None:
+        self._reactor = reactor
+        self.endpoint = endpoint
+        self.creator = creator
+        self.proxyHeader = proxyHeader
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        outer: IProtocolFactory = HalfCloseableTLSFactory(
+            self.creator, False, factory, clock=self._reactor
+        )
+        if self.proxyHeader:
+            outer = HalfCloseableHAProxyFactory(outer)
+        return self.endpoint.listen(outer)
+
+
+def _asHalfCloseableTLS(
+    reactor: Any, endpoint: IStreamServerEndpoint
+) -> TLSServerEndpoint | None:
+    """
+    The L{TLSServerEndpoint} equivalent to Twisted's C{ssl:} or C{tls:}
+    (SNI, directory of PEM files) server endpoint C{endpoint}, or C{None}
+    for any other endpoint.
+    """
+    if isinstance(endpoint, SSL4ServerEndpoint) and hasattr(
+        endpoint, "_sslContextFactory"
+    ):
+        tcp = TCP4ServerEndpoint(
+            reactor, endpoint._port, endpoint._backlog, endpoint._interface
+        )
+        return TLSServerEndpoint(reactor, tcp, endpoint._sslContextFactory)
+    try:
+        from twisted.protocols._sni import TLSServerEndpoint as SNIEndpoint
+    except ImportError:  # Twisted before the tls: server endpoint
+        return None
+    if isinstance(endpoint, SNIEndpoint):
+        return TLSServerEndpoint(reactor, endpoint.endpoint, endpoint.connectionCreator)
+    return None
+
+
+def serverEndpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
+    """
+    Parse C{description} as L{serverFromString} does, with the C{haproxy:}
+    and C{ssl:} wrappers replaced by ones that pass half-close on.
+
+    Both TLS server endpoints are covered: C{ssl:PORT:privateKey=...} and
+    (Twisted 25 and later) C{tls:DIRECTORY:port=...}, which picks the
+    certificate by SNI from a directory of PEM files.
+
+    One deliberate difference: C{haproxy:ssl:...} (or C{haproxy:tls:...}) reads the PROXY header in
+    clear before the TLS handshake (as HAProxy's C{send-proxy-v2} sends it),
+    where Twisted's own parser would look for it inside the TLS session.
+
+    @param reactor: the reactor to listen with.
+    @param description: a Twisted server endpoint string.
+    @raise ValueError: for a malformed description, as L{serverFromString}.
+    """
+    if description.startswith(HAPROXY_PREFIX):
+        inner = serverEndpoint(reactor, description[len(HAPROXY_PREFIX) :])
+        if isinstance(inner, TLSServerEndpoint):
+            # Twisted's haproxy:ssl: expects the header inside the TLS
+            # session, which no proxy sends: read it in clear, before TLS.
+            return TLSServerEndpoint(
+                reactor, inner.endpoint, inner.creator, proxyHeader=True
+            )
+        return ProxyEndpoint(inner)
+    endpoint: IStreamServerEndpoint = serverFromString(reactor, description)
+    return _asHalfCloseableTLS(reactor, endpoint) or endpoint
+
+
+def endpointService(
+    description: str, factory: IProtocolFactory, reactor: Any
+) -> StreamServerEndpointService:
+    """
+    A service listening on C{description} (see L{serverEndpoint}), which
+    raises a failure to listen from C{privilegedStartService}, as
+    L{twisted.application.strports.service} does.
+    """
+    svc = StreamServerEndpointService(serverEndpoint(reactor, description), factory)
+    svc._raiseSynchronously = True
+    return svc
