@@ -33,6 +33,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 import upperecho.tcp
+import upperecho.transform
+import upperecho.udp
 from upperecho.tcp import UpperEchoFactory, UpperEchoProtocol, eagerSocket
 from upperecho.transform import Uppercaser, upper
 from upperecho.udp import MAX_DATAGRAM, UpperEchoDatagramProtocol, directSocket
@@ -674,3 +676,43 @@ class Utf8FastPathTests(SynchronousTestCase):
         self.assertEqual(u.flush(), b"\xc3")
         self.assertEqual(u.feed(b"\x9f"), b"\x9f")
         self.assertEqual(u.flush(), b"")
+
+
+class AllocatorTests(SynchronousTestCase):
+    """
+    Starting to listen tunes glibc's allocator once, unless told not to.
+    """
+
+    def test_tunedOnGlibc(self) -> None:
+        """
+        On glibc the thresholds are set, and a second call changes nothing.
+        """
+        import platform
+
+        if platform.libc_ver()[0] != "glibc":
+            raise self.skipTest("not glibc")
+        self.assertTrue(upperecho.transform.tuneAllocator())
+        self.assertTrue(upperecho.transform.tuneAllocator())
+
+    def test_calledOnStart(self) -> None:
+        """
+        The TCP factory and the UDP protocol call it when they start, and
+        not when C{tuneMalloc} is false.
+        """
+        calls: list[str] = []
+        self.patch(upperecho.tcp, "tuneAllocator", lambda: calls.append("tcp"))
+        self.patch(upperecho.udp, "tuneAllocator", lambda: calls.append("udp"))
+        factory = UpperEchoFactory(clock=Clock())
+        factory.doStart()
+        factory.doStop()
+        proto = UpperEchoDatagramProtocol(clock=Clock())
+        proto.makeConnection(FakeDatagramTransport())
+        self.assertEqual(calls, ["tcp", "udp"])
+        factory = UpperEchoFactory(clock=Clock())
+        factory.tuneMalloc = False
+        factory.doStart()
+        factory.doStop()
+        proto = UpperEchoDatagramProtocol(clock=Clock())
+        proto.tuneMalloc = False
+        proto.makeConnection(FakeDatagramTransport())
+        self.assertEqual(calls, ["tcp", "udp"])

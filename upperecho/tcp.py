@@ -27,7 +27,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from upperecho.throttle import LogThrottle
-from upperecho.transform import Uppercaser, checkEncoding, isAsciiCompatible
+from upperecho.transform import (
+    Uppercaser,
+    checkEncoding,
+    isAsciiCompatible,
+    tuneAllocator,
+)
 
 __all__ = ["UpperEchoFactory", "UpperEchoProtocol"]
 
@@ -221,10 +226,14 @@ class UpperEchoFactory(Factory):
     @ivar connectionsTotal: connections accepted since start.
     @ivar refused: connections refused because of C{maxConnections}.
     @ivar idleClosed: connections closed by the idle timeout.
+    @ivar tuneMalloc: whether to call L{tuneAllocator} when listening starts
+        (a class attribute; set it to C{False} to keep glibc's defaults).
     """
 
     protocol = UpperEchoProtocol  # type: ignore[assignment]
     noisy = False
+    #: whether starting to listen calls L{tuneAllocator}
+    tuneMalloc = True
     _log = Logger()
 
     def __init__(
@@ -324,6 +333,14 @@ class UpperEchoFactory(Factory):
                 proto.transport.loseConnection()
         if self.connections:
             self._sweepCall = self._clock.callLater(self.sweepInterval, self._sweep)
+
+    def startFactory(self) -> None:
+        """
+        Listening starts: this is now a server process, so tune the
+        allocator for it (L{tuneAllocator}) unless L{tuneMalloc} is false.
+        """
+        if self.tuneMalloc:
+            tuneAllocator()
 
     def stopFactory(self) -> None:
         if self._sweepCall is not None and self._sweepCall.active():

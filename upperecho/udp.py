@@ -22,7 +22,12 @@ from twisted.internet.udp import Port as _UDPPort
 from twisted.logger import Logger
 
 from upperecho.throttle import LogThrottle, SourceRateLimiter
-from upperecho.transform import checkEncoding, isAsciiCompatible, upper
+from upperecho.transform import (
+    checkEncoding,
+    isAsciiCompatible,
+    tuneAllocator,
+    upper,
+)
 
 __all__ = [
     "MAX_DATAGRAM",
@@ -135,6 +140,8 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
     transport: IUDPTransport
     #: the socket to send replies on directly (L{directSocket})
     _sock: socket.socket | None = None
+    #: whether starting to listen calls L{upperecho.transform.tuneAllocator}
+    tuneMalloc = True
 
     def __init__(
         self,
@@ -164,6 +171,13 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
         self._verdicts: dict[str, str | None] = {}
 
     def startProtocol(self) -> None:
+        """
+        Listening starts: find the socket to reply on, learn this port's
+        number for the loop guard, and tune the allocator for a server
+        (L{upperecho.transform.tuneAllocator}) unless L{tuneMalloc} is false.
+        """
+        if self.tuneMalloc:
+            tuneAllocator()
         self._sock = directSocket(self.transport)
         getHost = getattr(self.transport, "getHost", None)
         if getHost is not None:
