@@ -80,16 +80,16 @@ def eagerSocket(transport: object) -> socket.socket | None:
     (not a subclass, not TLS, not the C{haproxy:} or any other wrapper, not
     UNIX, not a test transport), and only if everything the fast path reads
     is there: a Twisted that changes its internals costs speed, never
-    correctness.
+    correctness.  Called once per connection, so it is kept cheap.
     """
     if type(transport) is not _TCPServer:
         return None
-    if not all(hasattr(transport, name) for name in _EAGER_ATTRIBUTES):
-        return None
-    sock = getattr(transport, "socket", None)
-    if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_STREAM:
-        return None
-    return sock
+    for name in _EAGER_ATTRIBUTES:
+        if not hasattr(transport, name):
+            return None
+    sock = transport.socket
+    # a tcp.Server's socket is a connected SOCK_STREAM socket.socket
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def _peerName(address: IAddress | None) -> str:
