@@ -826,6 +826,17 @@ def environment():
     except Exception:
         pass
     with contextlib.suppress(Exception):
+        env["upperecho_twisted"] = subprocess.run(
+            [
+                os.path.join(ROOT, ".venv", "bin", "python"),
+                "-c",
+                "import twisted; print(twisted.__version__)",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+    with contextlib.suppress(Exception):
         env["gcc"] = subprocess.run(
             ["gcc", "--version"], capture_output=True, text=True
         ).stdout.splitlines()[0]
