@@ -1,13 +1,15 @@
 # Two commands for a fresh machine (see README.rst):
 #   make run    set up .venv if missing, install upperecho, run the server
 #   make test   set up .venv if missing, install upperecho, lint, type-check, test
+#   make bench  upperecho vs asyncio, uvloop and a C epoll server (a few minutes;
+#               make bench-quick: about a minute per server).  Not part of test.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TCP ?= 12000
 UDP ?= 12001
 
-.PHONY: run test lint typecheck unit install venv clean soak
+.PHONY: run test lint typecheck unit install venv clean soak bench bench-quick
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,5 +45,16 @@ SOAK_SECONDS ?= 60
 soak: install
 	$(BIN)/python soak/soak.py --duration $(SOAK_SECONDS)
 
+# bench/.venv holds uvloop for the peers; gcc builds the load generator and
+# the C reference server.  Results: bench/results*.json and a table on stdout.
+bench: install
+	$(PYTHON) bench/run.py --setup
+	cd bench && $(PYTHON) run.py --conns 16,128 --sizes 64,1024 --oneshot-conns 16 --out results.json
+
+bench-quick: install
+	$(PYTHON) bench/run.py --setup
+	cd bench && $(PYTHON) run.py --quick --out results-quick.json
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info _trial_temp .mypy_cache .ruff_cache .hypothesis
+	rm -rf bench/.venv bench/build bench/logs bench/data

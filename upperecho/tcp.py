@@ -10,6 +10,8 @@ megabytes are served alike.
 
 from __future__ import annotations
 
+import socket
+from typing import Any
 from typing import Protocol as Protocol_
 
 from twisted.internet.interfaces import (
@@ -19,12 +21,18 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.tcp import Server as _TCPServer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from upperecho.throttle import LogThrottle
-from upperecho.transform import Uppercaser, checkEncoding
+from upperecho.transform import (
+    Uppercaser,
+    checkEncoding,
+    isAsciiCompatible,
+    tuneAllocator,
+)
 
 __all__ = ["UpperEchoFactory", "UpperEchoProtocol"]
 
@@ -41,6 +49,47 @@ class StreamTransport(Protocol_):
     def loseConnection(self) -> None: ...
     def abortConnection(self) -> None: ...
     def getPeer(self) -> IAddress: ...
+
+
+#: what L{eagerSocket} reads of a C{twisted.internet.tcp.Server}: its socket
+#: and the state of its write buffer (L{twisted.internet.abstract})
+_EAGER_ATTRIBUTES = (
+    "socket",
+    "dataBuffer",
+    "_tempDataLen",
+    "connected",
+    "disconnecting",
+    "_writeDisconnected",
+    "TLS",
+)
+
+
+def eagerSocket(transport: object) -> socket.socket | None:
+    """
+    The socket that L{UpperEchoProtocol} may C{send()} on directly, or
+    C{None} when every write must go through C{transport.write}.
+
+    C{transport.write} of a Twisted TCP connection only appends to a buffer
+    and asks the reactor for a write event (C{epoll_ctl}); the bytes go out on
+    the next reactor pass, which then asks the reactor to stop (C{epoll_ctl}
+    again).  For a request/response service that doubles the cost of every
+    request (twisted#5303).  Sending at once while nothing is queued is what
+    asyncio and uvloop do.
+
+    That needs private attributes, so only a plain C{tcp.Server} qualifies
+    (not a subclass, not TLS, not the C{haproxy:} or any other wrapper, not
+    UNIX, not a test transport), and only if everything the fast path reads
+    is there: a Twisted that changes its internals costs speed, never
+    correctness.  Called once per connection, so it is kept cheap.
+    """
+    if type(transport) is not _TCPServer:
+        return None
+    for name in _EAGER_ATTRIBUTES:
+        if not hasattr(transport, name):
+            return None
+    sock = transport.socket
+    # a tcp.Server's socket is a connected SOCK_STREAM socket.socket
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def _peerName(address: IAddress | None) -> str:
@@ -67,7 +116,11 @@ class UpperEchoProtocol(Protocol):
 
     factory: UpperEchoFactory
     transport: StreamTransport  # type: ignore[assignment]
-    _upper: Uppercaser
+    #: made on the first data that is not plain ASCII: most connections
+    #: never need one, and an idle connection should cost little memory
+    _upper: Uppercaser | None = None
+    #: the socket to send on directly while nothing is queued (L{eagerSocket})
+    _sock: socket.socket | None = None
     #: set on every read; the factory's idle sweep clears it
     _active = False
     #: when the idle sweep last saw this connection active (reactor seconds)
@@ -79,17 +132,66 @@ class UpperEchoProtocol(Protocol):
     bytesOut = 0
 
     def connectionMade(self) -> None:
-        self._upper = Uppercaser(self.factory.encoding)
+        if not isAsciiCompatible(self.factory.encoding):
+            # the ASCII fast path of dataReceived does not apply
+            self._upper = Uppercaser(self.factory.encoding)
+        self._sock = eagerSocket(self.transport)
         self.transport.registerProducer(self.transport, True)
         self.factory.connectionOpened(self)
 
     def dataReceived(self, data: bytes) -> None:
         self._active = True
         self.bytesIn += len(data)
-        out = self._upper.feed(data)
+        upper = self._upper
+        if upper is None:
+            if data.isascii():
+                out = data.upper()
+            else:
+                upper = self._upper = Uppercaser(self.factory.encoding)
+                out = upper.feed(data)
+        else:
+            out = upper.feed(data)
         if out:
-            self.bytesOut += len(out)
-            self.transport.write(out)
+            self._write(out)
+
+    def _write(self, data: bytes) -> None:
+        """
+        Send C{data}: straight to the socket when nothing is queued before
+        it (see L{eagerSocket}), else, and for whatever the kernel did not
+        take, through C{transport.write}, which keeps order, backpressure
+        (pausing this transport as its own producer) and C{loseConnection}
+        exactly as they are.
+        """
+        self.bytesOut += len(data)
+        sock = self._sock
+        if sock is None:
+            self.transport.write(data)
+            return
+        t: Any = self.transport
+        try:
+            if (
+                t._tempDataLen
+                or t.dataBuffer
+                or t.disconnecting
+                or t.TLS
+                or t._writeDisconnected
+                or not t.connected
+            ):
+                t.write(data)
+                return
+        except AttributeError:
+            # Twisted's internals moved under us: stop being clever
+            self._sock = None
+            t.write(data)
+            return
+        try:
+            sent = sock.send(data)
+        except OSError:
+            # EAGAIN, or an error the reactor will find and report when it
+            # tries to send the queued bytes itself
+            sent = 0
+        if sent < len(data):
+            t.write(data[sent:] if sent else data)
 
     def readConnectionLost(self) -> None:
         """
@@ -99,10 +201,10 @@ class UpperEchoProtocol(Protocol):
         registered producer never finishes L{loseConnection}.
         """
         self.transport.unregisterProducer()
-        tail = self._upper.flush()
-        if tail:
-            self.bytesOut += len(tail)
-            self.transport.write(tail)
+        if self._upper is not None:
+            tail = self._upper.flush()
+            if tail:
+                self._write(tail)
         self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
@@ -131,10 +233,14 @@ class UpperEchoFactory(Factory):
     @ivar idleClosed: connections closed by the idle timeout.
     @ivar bytesInClosed: bytes received on connections now closed.
     @ivar bytesOutClosed: bytes sent on connections now closed.
+    @ivar tuneMalloc: whether to call L{tuneAllocator} when listening starts
+        (a class attribute; set it to C{False} to keep glibc's defaults).
     """
 
     protocol = UpperEchoProtocol  # type: ignore[assignment]
     noisy = False
+    #: whether starting to listen calls L{tuneAllocator}
+    tuneMalloc = True
     _log = Logger()
 
     def __init__(
@@ -238,6 +344,14 @@ class UpperEchoFactory(Factory):
                 proto.transport.loseConnection()
         if self.connections:
             self._sweepCall = self._clock.callLater(self.sweepInterval, self._sweep)
+
+    def startFactory(self) -> None:
+        """
+        Listening starts: this is now a server process, so tune the
+        allocator for it (L{tuneAllocator}) unless L{tuneMalloc} is false.
+        """
+        if self.tuneMalloc:
+            tuneAllocator()
 
     def stopFactory(self) -> None:
         if self._sweepCall is not None and self._sweepCall.active():

@@ -18,10 +18,16 @@ from typing import Any, Protocol
 from twisted.internet.error import MessageLengthError
 from twisted.internet.interfaces import IReactorTime, IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.udp import Port as _UDPPort
 from twisted.logger import Logger
 
 from upperecho.throttle import LogThrottle, SourceRateLimiter
-from upperecho.transform import checkEncoding, isAsciiCompatible, upper
+from upperecho.transform import (
+    checkEncoding,
+    isAsciiCompatible,
+    tuneAllocator,
+    upper,
+)
 
 __all__ = [
     "MAX_DATAGRAM",
@@ -100,6 +106,28 @@ def _addressReason(host: str) -> str | None:
     return None
 
 
+def directSocket(transport: object) -> socket.socket | None:
+    """
+    The socket that L{UpperEchoDatagramProtocol} may C{sendto()} on
+    directly, or C{None} when replies must go through C{transport.write}.
+
+    C{udp.Port.write} checks, on every datagram, that the address is an IP
+    address of the port's family (two or three C{inet_pton} calls).  A reply
+    goes to the address a datagram just came from on the same socket, so
+    that check can never fail here, and skipping it is a good part of the
+    cost of a datagram.  Only a plain, unconnected C{udp.Port} qualifies
+    (not a subclass, not multicast, not a test transport).
+    """
+    if type(transport) is not _UDPPort:
+        return None
+    if getattr(transport, "_connectedAddr", True) is not None:
+        return None
+    sock = getattr(transport, "socket", None)
+    if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_DGRAM:
+        return None
+    return sock
+
+
 class UpperEchoDatagramProtocol(DatagramProtocol):
     """
     Uppercase echo over UDP, guarded against loops and reflection.
@@ -116,6 +144,10 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
     _log = Logger()
     noisy = False
     transport: IUDPTransport
+    #: the socket to send replies on directly (L{directSocket})
+    _sock: socket.socket | None = None
+    #: whether starting to listen calls L{upperecho.transform.tuneAllocator}
+    tuneMalloc = True
 
     def __init__(
         self,
@@ -145,6 +177,14 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
         self._verdicts: dict[str, str | None] = {}
 
     def startProtocol(self) -> None:
+        """
+        Listening starts: find the socket to reply on, learn this port's
+        number for the loop guard, and tune the allocator for a server
+        (L{upperecho.transform.tuneAllocator}) unless L{tuneMalloc} is false.
+        """
+        if self.tuneMalloc:
+            tuneAllocator()
+        self._sock = directSocket(self.transport)
         getHost = getattr(self.transport, "getHost", None)
         if getHost is not None:
             port = getattr(getHost(), "port", None)
@@ -183,14 +223,17 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
             if self._ascii and data.isascii()
             else upper(data, self.encoding)
         )
-        limit = (
-            MAX_PAYLOAD_IPV6 if ":" in host and "." not in host else MAX_PAYLOAD_IPV4
-        )
-        if len(reply) > limit:
-            self._refuse(
-                "oversize", host, f"reply of {len(reply)} bytes exceeds {limit}"
+        if len(reply) > MAX_PAYLOAD_IPV4:
+            limit = (
+                MAX_PAYLOAD_IPV6
+                if ":" in host and "." not in host
+                else MAX_PAYLOAD_IPV4
             )
-            return
+            if len(reply) > limit:
+                self._refuse(
+                    "oversize", host, f"reply of {len(reply)} bytes exceeds {limit}"
+                )
+                return
         self.datagramsOut += 1
         if self.impairment is None:
             self._write(reply, addr)
@@ -198,8 +241,16 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
             self.impairment.send(self._write, reply, addr)
 
     def _write(self, data: bytes, addr: Address) -> None:
+        sock = self._sock
         try:
-            self.transport.write(data, addr)
+            if sock is None:
+                self.transport.write(data, addr)
+            else:
+                sock.sendto(data, addr)
+        except ConnectionRefusedError:
+            # what udp.Port.write does too: on an unconnected socket this
+            # reports an earlier datagram's ICMP error, not this one's
+            pass
         except (MessageLengthError, OSError) as e:
             self._refuse("send-error", addr[0], f"send failed: {e}")
 
