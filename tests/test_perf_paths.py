@@ -32,6 +32,8 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+import upperecho.allocator
+import upperecho.tap
 import upperecho.tcp
 import upperecho.transform
 import upperecho.udp
@@ -691,28 +693,28 @@ class AllocatorTests(SynchronousTestCase):
 
         if platform.libc_ver()[0] != "glibc":
             raise self.skipTest("not glibc")
-        self.assertTrue(upperecho.transform.tuneAllocator())
-        self.assertTrue(upperecho.transform.tuneAllocator())
+        self.assertTrue(upperecho.allocator.tuneAllocator())
+        self.assertTrue(upperecho.allocator.tuneAllocator())
 
-    def test_calledOnStart(self) -> None:
+    def test_calledByTheServiceOnly(self) -> None:
         """
-        The TCP factory and the UDP protocol call it when they start, and
-        not when C{tuneMalloc} is false.
+        The twistd service tunes the allocator when it starts (unless
+        C{tuneMalloc} is false); the library's factory and datagram protocol,
+        which may live in someone else's process, never do.
         """
         calls: list[str] = []
-        self.patch(upperecho.tcp, "tuneAllocator", lambda: calls.append("tcp"))
-        self.patch(upperecho.udp, "tuneAllocator", lambda: calls.append("udp"))
+        self.patch(upperecho.tap, "tuneAllocator", lambda: calls.append("service"))
+        self.patch(upperecho.allocator, "tuneAllocator", lambda: calls.append("lib"))
         factory = UpperEchoFactory(clock=Clock())
         factory.doStart()
         factory.doStop()
         proto = UpperEchoDatagramProtocol(clock=Clock())
         proto.makeConnection(FakeDatagramTransport())
-        self.assertEqual(calls, ["tcp", "udp"])
-        factory = UpperEchoFactory(clock=Clock())
-        factory.tuneMalloc = False
-        factory.doStart()
-        factory.doStop()
-        proto = UpperEchoDatagramProtocol(clock=Clock())
-        proto.tuneMalloc = False
-        proto.makeConnection(FakeDatagramTransport())
-        self.assertEqual(calls, ["tcp", "udp"])
+        self.assertEqual(calls, [])
+        service = upperecho.tap.UpperEchoService()
+        service.startService()
+        self.assertEqual(calls, ["service"])
+        quiet = upperecho.tap.UpperEchoService()
+        quiet.tuneMalloc = False
+        quiet.startService()
+        self.assertEqual(calls, ["service"])

@@ -17,6 +17,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger
 from twisted.python import usage
 
+from upperecho.allocator import tuneAllocator
 from upperecho.endpoints import endpointService
 from upperecho.impair import Impairment
 from upperecho.tcp import UpperEchoFactory
@@ -269,9 +270,15 @@ class UpperEchoService(MultiService):
     program with one line naming the option, not with a traceback.
 
     Each child is named for the option that asked for it (C{--tcp 12000}).
+
+    It also owns the process, so it is what tunes the C allocator for a
+    server (L{tuneAllocator}); set L{tuneMalloc} to C{False} to keep the
+    platform's defaults.
     """
 
     _log = Logger()
+    #: whether starting calls L{tuneAllocator}
+    tuneMalloc = True
 
     def privilegedStartService(self) -> None:
         Service.privilegedStartService(self)
@@ -279,6 +286,9 @@ class UpperEchoService(MultiService):
             self._start(child, child.privilegedStartService)
 
     def startService(self) -> None:
+        # here, not in privilegedStartService: the twist runner calls only this
+        if self.tuneMalloc:
+            tuneAllocator()
         Service.startService(self)
         for child in self:
             self._start(child, child.startService)

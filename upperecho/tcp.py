@@ -31,7 +31,6 @@ from upperecho.transform import (
     Uppercaser,
     checkEncoding,
     isAsciiCompatible,
-    tuneAllocator,
 )
 
 __all__ = ["UpperEchoFactory", "UpperEchoProtocol"]
@@ -233,14 +232,10 @@ class UpperEchoFactory(Factory):
     @ivar idleClosed: connections closed by the idle timeout.
     @ivar bytesInClosed: bytes received on connections now closed.
     @ivar bytesOutClosed: bytes sent on connections now closed.
-    @ivar tuneMalloc: whether to call L{tuneAllocator} when listening starts
-        (a class attribute; set it to C{False} to keep glibc's defaults).
     """
 
     protocol = UpperEchoProtocol  # type: ignore[assignment]
     noisy = False
-    #: whether starting to listen calls L{tuneAllocator}
-    tuneMalloc = True
     _log = Logger()
 
     def __init__(
@@ -344,14 +339,6 @@ class UpperEchoFactory(Factory):
                 proto.transport.loseConnection()
         if self.connections:
             self._sweepCall = self._clock.callLater(self.sweepInterval, self._sweep)
-
-    def startFactory(self) -> None:
-        """
-        Listening starts: this is now a server process, so tune the
-        allocator for it (L{tuneAllocator}) unless L{tuneMalloc} is false.
-        """
-        if self.tuneMalloc:
-            tuneAllocator()
 
     def stopFactory(self) -> None:
         if self._sweepCall is not None and self._sweepCall.active():

@@ -25,7 +25,6 @@ from upperecho.throttle import LogThrottle, SourceRateLimiter
 from upperecho.transform import (
     checkEncoding,
     isAsciiCompatible,
-    tuneAllocator,
     upper,
 )
 
@@ -146,8 +145,6 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
     transport: IUDPTransport
     #: the socket to send replies on directly (L{directSocket})
     _sock: socket.socket | None = None
-    #: whether starting to listen calls L{upperecho.transform.tuneAllocator}
-    tuneMalloc = True
 
     def __init__(
         self,
@@ -178,12 +175,9 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
 
     def startProtocol(self) -> None:
         """
-        Listening starts: find the socket to reply on, learn this port's
-        number for the loop guard, and tune the allocator for a server
-        (L{upperecho.transform.tuneAllocator}) unless L{tuneMalloc} is false.
+        Listening starts: find the socket to reply on, and learn this port's
+        number for the loop guard.
         """
-        if self.tuneMalloc:
-            tuneAllocator()
         self._sock = directSocket(self.transport)
         getHost = getattr(self.transport, "getHost", None)
         if getHost is not None:
