@@ -137,8 +137,8 @@ class MakeServiceTests(SynchronousTestCase):
         svc = makeService(parse("--encoding", "latin-1"), reactor=reactor)
         svc.privilegedStartService()
         svc.startService()
-        ((port, factory, _, interface),) = reactor.tcpServers
-        self.assertEqual((port, interface), (DEFAULT_PORT, ""))
+        ((port, factory, backlog, interface),) = reactor.tcpServers
+        self.assertEqual((port, backlog, interface), (DEFAULT_PORT, 1024, ""))
         assert isinstance(factory, UpperEchoFactory)
         self.assertEqual(factory.encoding, "iso8859-1")
         ((uport, proto, uinterface, size),) = reactor.udpPorts

@@ -234,6 +234,41 @@ class LimitTests(SynchronousTestCase):
         self.clock.advance(factory.sweepInterval)
         self.assertTrue(transport.disconnected)
 
+    def test_halfClosedThenIdle(self) -> None:
+        """
+        A connection that half-closed and then went silent (its peer reads
+        nothing) is ended by the idle sweep without unregistering the
+        producer twice, which a real transport may refuse.
+        """
+        factory = UpperEchoFactory(idleTimeout=10, clock=self.clock)
+        proto, transport = connect(factory)
+        proto.dataReceived(b"owed")
+        proto.readConnectionLost()
+        self.assertIsNone(transport.producer)
+        # StringTransport raises on a second unregisterProducer
+        self.clock.pump([1.0] * 12)
+        self.assertTrue(transport.disconnected)
+
+    def test_idleCloseLogThrottled(self) -> None:
+        """
+        Idle closes are logged at most once per peer address per minute, so a
+        swarm of silent connections cannot flood the log.
+        """
+        factory = UpperEchoFactory(idleTimeout=10, clock=self.clock)
+        for port in range(40000, 40005):
+            connect(factory, IPv4Address("TCP", "192.0.2.7", port))
+        connect(factory, IPv4Address("TCP", "192.0.2.8", 40000))
+        events: list[LogEvent] = []
+        observer = cast(ILogObserver, events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.clock.pump([1.0] * 10)
+        self.assertEqual(factory.idleClosed, 6)
+        logged = sorted(str(e["peer"]) for e in events if "timeout" in e)
+        self.assertEqual(len(logged), 2)
+        self.assertTrue(logged[0].startswith("192.0.2.7:"))
+        self.assertEqual(logged[1], "192.0.2.8:40000")
+
     def test_sweepStopsWhenEmpty(self) -> None:
         """
         With no connection left, no sweep timer remains.

@@ -34,6 +34,10 @@ __all__ = [
 
 #: the port of the textbook's servers, for TCP and UDP alike
 DEFAULT_PORT = 12000
+#: the --tcp listen queue: Twisted's default of 50 makes a burst of new
+#: clients wait a whole SYN retransmission (1 s); the kernel caps this at
+#: net.core.somaxconn.  (--listen endpoints take backlog=N themselves.)
+LISTEN_BACKLOG = 1024
 
 
 def _port(option: str, value: str) -> int:
@@ -334,7 +338,11 @@ def makeService(
         )
     if config.get("tcp") is not None:
         tcp = internet.TCPServer(
-            config["tcp"], factory, interface=config["interface"], reactor=reactor
+            config["tcp"],
+            factory,
+            backlog=LISTEN_BACKLOG,
+            interface=config["interface"],
+            reactor=reactor,
         )
         tcp.setName(f"--tcp {config['tcp']}")
         tcp.setServiceParent(top)

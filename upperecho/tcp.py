@@ -126,6 +126,8 @@ class UpperEchoProtocol(Protocol):
     _quietSince = 0.0
     #: the idle sweep has asked this connection to close
     _closing = False
+    #: the transport is registered as this connection's producer
+    _registered = False
     #: bytes received and sent on this connection (read by upperecho.metrics)
     bytesIn = 0
     bytesOut = 0
@@ -136,6 +138,7 @@ class UpperEchoProtocol(Protocol):
             self._upper = Uppercaser(self.factory.encoding)
         self._sock = eagerSocket(self.transport)
         self.transport.registerProducer(self.transport, True)
+        self._registered = True
         self.factory.connectionOpened(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -199,7 +202,7 @@ class UpperEchoProtocol(Protocol):
         The producer is unregistered first, because a transport with a
         registered producer never finishes L{loseConnection}.
         """
-        self.transport.unregisterProducer()
+        self._unregister()
         if self._upper is not None:
             tail = self._upper.flush()
             if tail:
@@ -210,8 +213,17 @@ class UpperEchoProtocol(Protocol):
         """
         The peer stopped reading for good: nothing more can be answered.
         """
-        self.transport.unregisterProducer()
+        self._unregister()
         self.transport.loseConnection()
+
+    def _unregister(self) -> None:
+        """
+        Stop being the transport's producer, once: half-close, a dead reader
+        and the idle timeout can each end a connection, in any order.
+        """
+        if self._registered:
+            self._registered = False
+            self.transport.unregisterProducer()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.factory.connectionClosed(self)
@@ -329,13 +341,16 @@ class UpperEchoFactory(Factory):
                 proto.transport.abortConnection()
             elif now - proto._quietSince >= self.idleTimeout:
                 self.idleClosed += 1
-                self._log.info(
-                    "closing {peer}: silent for {timeout} s (--idle-timeout)",
-                    peer=_peerName(proto.transport.getPeer()),
-                    timeout=self.idleTimeout,
-                )
+                peer = proto.transport.getPeer()
+                key = ("idle-timeout", getattr(peer, "host", None))
+                if self._logThrottle.ready(key):
+                    self._log.info(
+                        "closing {peer}: silent for {timeout} s (--idle-timeout)",
+                        peer=_peerName(peer),
+                        timeout=self.idleTimeout,
+                    )
                 proto._closing = True
-                proto.transport.unregisterProducer()
+                proto._unregister()
                 proto.transport.loseConnection()
         if self.connections:
             self._sweepCall = self._clock.callLater(self.sweepInterval, self._sweep)
