@@ -6,6 +6,7 @@ hold through the TLS layer.
 
 from __future__ import annotations
 
+import os
 import select
 import shutil
 import ssl
@@ -22,10 +23,11 @@ import trustme
 from twisted.internet import reactor as _reactor
 from twisted.internet import task, threads
 
-from tests.helpers import Twistd, freePort, waitForTCP
+from tests.helpers import BIN, Twistd, freePort, waitForTCP
 from tests.tlsclient import TLSClient
 from upperecho.endpoints import HalfCloseableTLSProtocol, serverEndpoint
 from upperecho.tcp import UpperEchoFactory
+from upperecho.transform import upper
 
 reactor: Any = _reactor
 
@@ -361,3 +363,31 @@ def test_tlsDirectoryEndpoint(
                 client.close()
     finally:
         yield port.stopListening()
+
+
+@pytest.mark.parametrize("size", [10, 1000, 100_000, 3_000_000])
+def test_projectClientPipe(
+    certs: Certs, tlsServer: int, size: int, tmp_path: Path
+) -> None:
+    """
+    The project's own client, piped over C{--connect tls:...} with the CA's
+    certificate as its only trust root, gets every byte back uppercased:
+    client and server end a TLS stream without losing what is still owed.
+    """
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    (roots / "ca.pem").write_bytes(certs.caPath.read_bytes())
+    data = os.urandom(size)
+    endpoint = (
+        f"tls:localhost:{tlsServer}:trustRoots={roots}"
+        f":endpoint=tcp\\:127.0.0.1\\:{tlsServer}"
+    )
+    result = subprocess.run(
+        [str(BIN / "upperecho-client"), "--connect", endpoint],
+        input=data,
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    want = upper(data)
+    assert (len(result.stdout), result.stdout == want) == (len(want), True)
