@@ -6,6 +6,7 @@ real clients over loopback (textbook-style sockets and netcat-like ones).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import tempfile
@@ -237,3 +238,28 @@ def test_twistRunner() -> None:
         with socket.create_connection(("127.0.0.1", tcp), timeout=10) as s:
             s.sendall(b"twist")
             assert s.recv(1024) == b"TWIST"
+
+
+@pytest.mark.skipif(shutil.which("nc") is None, reason="netcat (nc) is not installed")
+def test_netcat(server: tuple[int, int, Twistd]) -> None:
+    """
+    The README's first command: C{printf 'hello\\n' | nc -N 127.0.0.1 PORT}
+    prints C{HELLO}; and C{nc -u} gets a datagram answered.
+    """
+    import subprocess
+
+    tcp, udp, _ = server
+    result = subprocess.run(
+        ["nc", "-N", "127.0.0.1", str(tcp)],
+        input=b"hello\n",
+        capture_output=True,
+        timeout=20,
+    )
+    assert (result.returncode, result.stdout) == (0, b"HELLO\n")
+    result = subprocess.run(
+        ["nc", "-u", "-w1", "127.0.0.1", str(udp)],
+        input=b"hello",
+        capture_output=True,
+        timeout=20,
+    )
+    assert result.stdout == b"HELLO"

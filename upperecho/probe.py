@@ -511,7 +511,30 @@ class ProbeStreamProtocol(Protocol):
             self.transport.loseConnection()
 
 
-class PingDriver:
+class _Schedule:
+    """
+    What both send schedules share: one pending timer, and a way to stop
+    that tells C{onDone} exactly once.
+    """
+
+    done = False
+    onDone: Callable[[], None] | None = None
+    _call: IDelayedCall | None = None
+
+    def stopSending(self) -> None:
+        """
+        Send no more probes.
+        """
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        if not self.done:
+            self.done = True
+            if self.onDone is not None:
+                self.onDone()
+
+
+class PingDriver(_Schedule):
     """
     Ping mode: one probe every C{interval} seconds, C{count} of them (0 =
     until L{stopSending}).  Send times are anchored to the start, so the
@@ -530,9 +553,6 @@ class PingDriver:
         self.count = count
         self.interval = interval
         self.sent = 0
-        self.done = False
-        self.onDone: Callable[[], None] | None = None
-        self._call: IDelayedCall | None = None
         self._start = 0.0
 
     def start(self) -> None:
@@ -559,20 +579,8 @@ class PingDriver:
             max(due - self.clock.seconds(), 0.0), self._tick
         )
 
-    def stopSending(self) -> None:
-        """
-        Send no more probes.
-        """
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-        if not self.done:
-            self.done = True
-            if self.onDone is not None:
-                self.onDone()
 
-
-class LoadDriver:
+class LoadDriver(_Schedule):
     """
     Load mode, open loop: probe C{k} (from 0) is due at C{start + k / rate},
     spread round-robin over the channels, and its latency counts from that
@@ -610,9 +618,6 @@ class LoadDriver:
         self.lastSend = 0.0
         self.stoppedAt = 0.0
         self.interrupted = False
-        self.done = False
-        self.onDone: Callable[[], None] | None = None
-        self._call: IDelayedCall | None = None
 
     def begin(self) -> None:
         """
@@ -678,18 +683,6 @@ class LoadDriver:
         1% of the requested one.
         """
         return self.unsent == 0 and self.achievedRate >= 0.99 * self.rate
-
-    def stopSending(self) -> None:
-        """
-        Send no more probes.
-        """
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-        if not self.done:
-            self.done = True
-            if self.onDone is not None:
-                self.onDone()
 
 
 @dataclass
