@@ -56,6 +56,22 @@ def waitForTCP(port: int, host: str = "127.0.0.1", timeout: float = 20.0) -> Non
             time.sleep(0.05)
 
 
+def halfCloseExchange(
+    port: int, payload: bytes, host: str = "127.0.0.1", timeout: float = 30.0
+) -> bytes:
+    """
+    One well-behaved TCP client, like C{nc -N}: send C{payload}, shut the
+    sending side, read until the server closes.
+    """
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def udpExchange(
     port: int, payload: bytes, host: str = "127.0.0.1", timeout: float = 2.0
 ) -> bytes:

@@ -33,6 +33,7 @@ from tests.helpers import (
     Twistd,
     freePort,
     freePorts,
+    halfCloseExchange,
     udpExchange,
     waitForTCP,
     waitForUDP,
@@ -66,13 +67,7 @@ def exchange(port: int, payload: bytes, timeout: float = 10.0) -> bytes:
     """
     One well-behaved client: send C{payload}, half-close, read to EOF.
     """
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(payload)
-        s.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
+    return halfCloseExchange(port, payload, timeout=timeout)
 
 
 def assertCleanLog(t: Twistd) -> None:

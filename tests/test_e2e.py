@@ -21,11 +21,13 @@ from tests.helpers import (
     Twistd,
     freePort,
     freePorts,
+    halfCloseExchange,
     runTwistd,
     udpExchange,
     waitForTCP,
     waitForUDP,
 )
+from upperecho.transform import upper
 
 
 @pytest.fixture(scope="module")
@@ -73,15 +75,7 @@ def test_halfCloseLikeNetcat(server: tuple[int, int, Twistd]) -> None:
     """
     tcp, _, _ = server
     for payload in [b"hello\n"] * 20 + [os.urandom(1 << 20)]:
-        with socket.create_connection(("127.0.0.1", tcp), timeout=10) as s:
-            s.sendall(payload)
-            s.shutdown(socket.SHUT_WR)
-            chunks = []
-            while chunk := s.recv(65536):
-                chunks.append(chunk)
-        from upperecho.transform import upper
-
-        assert b"".join(chunks) == upper(payload)
+        assert halfCloseExchange(tcp, payload) == upper(payload)
 
 
 def test_largeDatagram(server: tuple[int, int, Twistd]) -> None:

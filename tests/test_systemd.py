@@ -9,14 +9,20 @@ from __future__ import annotations
 import select
 import shutil
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import TWISTD, Twistd, freePort, runTwistd, waitForTCP
+from tests.helpers import (
+    TWISTD,
+    Twistd,
+    freePort,
+    halfCloseExchange,
+    runTwistd,
+    waitForTCP,
+)
 from upperecho.transform import upper
 
 #: does what systemd does for a socket unit: binds and listens, then execs
@@ -37,25 +43,12 @@ os.execv(sys.argv[2], sys.argv[2:])
 """
 
 
-def _exchange(port: int, payload: bytes, timeout: float = 30.0) -> bytes:
-    """
-    Connect, send, half-close, read until the server closes.
-    """
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(payload)
-        s.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-
 def _check(server: Twistd, port: int) -> None:
     """
     The activated server answers two connections, then stops on SIGTERM.
     """
     for payload in (b"hello systemd \xc3\xa9\n", b"second connection\n"):
-        assert _exchange(port, payload) == upper(payload)
+        assert halfCloseExchange(port, payload) == upper(payload)
     assert server.process.poll() is None
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(10) in (0, -signal.SIGTERM)

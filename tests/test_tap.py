@@ -31,6 +31,21 @@ def parse(*argv: str) -> Options:
     return options
 
 
+def assertOneLineErrors(
+    case: SynchronousTestCase, cases: list[tuple[list[str], str]]
+) -> None:
+    """
+    Each command line in C{cases} is refused with a one-line usage error that
+    contains the expected text (the option and its value).
+    """
+    for argv, expected in cases:
+        with case.assertRaises(usage.UsageError, msg=str(argv)) as e:
+            parse(*argv)
+        message = str(e.exception)
+        case.assertIn(expected, message)
+        case.assertNotIn("\n", message)
+
+
 class OptionsTests(SynchronousTestCase):
     """
     The command line of SPEC section 1.
@@ -83,12 +98,7 @@ class OptionsTests(SynchronousTestCase):
             (["--listen", "tcp:notaport"], "--listen tcp:notaport"),
             (["--listen", "ssl:1:privateKey=/nonexistent.pem"], "--listen ssl:1"),
         ]
-        for argv, expected in cases:
-            with self.assertRaises(usage.UsageError, msg=str(argv)) as e:
-                parse(*argv)
-            message = str(e.exception)
-            self.assertIn(expected, message)
-            self.assertNotIn("\n", message)
+        assertOneLineErrors(self, cases)
 
     def test_helpDocumentsEveryOption(self) -> None:
         """
@@ -303,12 +313,7 @@ class ImpairmentOptionsTests(SynchronousTestCase):
             (["--udp-seed", "x"], "--udp-seed x"),
             (["--tcp", "1", "--udp-loss", "10"], "--udp-loss"),
         ]
-        for argv, expected in cases:
-            with self.assertRaises(usage.UsageError, msg=str(argv)) as e:
-                parse(*argv)
-            message = str(e.exception)
-            self.assertIn(expected, message)
-            self.assertNotIn("\n", message)
+        assertOneLineErrors(self, cases)
 
     def test_help(self) -> None:
         """
