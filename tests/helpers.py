@@ -16,6 +16,25 @@ from collections.abc import Sequence
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+
+#: the keys of C{upperecho-client --probe --json}, in order, as SPEC 9.1 lists
+#: them (written out here, not imported, so the tests can catch a change)
+PROBE_JSON_KEYS = [
+    "target",
+    "protocol",
+    "sent",
+    "received",
+    "lost",
+    "corrupted",
+    "duplicated",
+    "reordered",
+    "late",
+    "elapsed_s",
+    "rtt_ms",
+    "connect_ms",
+    "histogram",
+    "achieved_rate",
+]
 TWISTD = str(BIN / "twistd")
 
 

@@ -16,6 +16,7 @@ from twisted.internet.testing import FakeDatagramTransport, StringTransport
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.helpers import PROBE_JSON_KEYS
 from upperecho.probe import (
     MIN_SIZE,
     LoadDriver,
@@ -542,25 +543,7 @@ class OutputTests(SynchronousTestCase):
         times; ping mode has no achieved rate.
         """
         obj = json.loads(json.dumps(self.result().asJSON()))
-        self.assertEqual(
-            list(obj),
-            [
-                "target",
-                "protocol",
-                "sent",
-                "received",
-                "lost",
-                "corrupted",
-                "duplicated",
-                "reordered",
-                "late",
-                "elapsed_s",
-                "rtt_ms",
-                "connect_ms",
-                "histogram",
-                "achieved_rate",
-            ],
-        )
+        self.assertEqual(list(obj), PROBE_JSON_KEYS)
         self.assertEqual(
             list(obj["rtt_ms"]), ["min", "p50", "avg", "p90", "p99", "max", "stddev"]
         )

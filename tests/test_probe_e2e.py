@@ -21,7 +21,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import Twistd, freePort, freePorts, waitForTCP, waitForUDP
+from tests.helpers import (
+    PROBE_JSON_KEYS,
+    Twistd,
+    freePort,
+    freePorts,
+    waitForTCP,
+    waitForUDP,
+)
 
 PROBE = [sys.executable, "-m", "upperecho.probe", "--probe"]
 
@@ -149,22 +156,7 @@ def test_json(server: tuple[int, int], udp: bool) -> None:
     r = probe("--json", "-c", "2", "-i", "0.05", *args[:-1], "127.0.0.1", args[-1])
     assert r.returncode == 0, r.stderr
     obj = json.loads(r.stdout)
-    assert list(obj) == [
-        "target",
-        "protocol",
-        "sent",
-        "received",
-        "lost",
-        "corrupted",
-        "duplicated",
-        "reordered",
-        "late",
-        "elapsed_s",
-        "rtt_ms",
-        "connect_ms",
-        "histogram",
-        "achieved_rate",
-    ]
+    assert list(obj) == PROBE_JSON_KEYS
     assert obj["protocol"] == ("udp" if udp else "tcp")
     assert (obj["sent"], obj["received"], obj["lost"]) == (2, 2, 0)
     assert set(obj["rtt_ms"]) == {"min", "p50", "avg", "p90", "p99", "max", "stddev"}
