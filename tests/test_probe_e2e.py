@@ -336,3 +336,33 @@ def test_socketFree() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         assert s.getsockname()[0] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("mode", [["--udp"], [], ["--new-connection"]])
+def test_outputClosedEarly(server: tuple[int, int], mode: list[str]) -> None:
+    """
+    C{upperecho-client --probe ... | head -1}: when the reader of the output
+    goes away, the probe stops at once, exits 1 and prints no traceback.
+    """
+    tcp, udp = server
+    port = udp if mode == ["--udp"] else tcp
+    process = subprocess.Popen(
+        [*PROBE, *mode, "-c", "50", "-i", "0.01", "127.0.0.1", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    first = process.stdout.readline()
+    process.stdout.close()
+    try:
+        code = process.wait(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    stderr = process.stderr.read()
+    process.stderr.close()
+    assert first.startswith(b"PROBE 127.0.0.1")
+    assert code == 1
+    assert stderr == b""

@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import signal
 import socket
@@ -842,11 +843,27 @@ def formatText(result: ProbeResult) -> str:
 class TextObserver:
     """
     Writes one ping-style line per probe.
+
+    @ivar onBroken: called once if the output goes away (C{| head}): there
+        is no one left to tell, so the run should end.
     """
 
     def __init__(self, out: TextIO, target: str) -> None:
         self.out = out
         self.target = target
+        self.broken = False
+        self.onBroken: Callable[[], None] | None = None
+
+    def _print(self, line: str) -> None:
+        if self.broken:
+            return
+        try:
+            self.out.write(line + "\n")
+            self.out.flush()
+        except OSError:  # BrokenPipeError: the reader went away
+            self.broken = True
+            if self.onBroken is not None:
+                self.onBroken()
 
     def replied(
         self,
@@ -869,12 +886,10 @@ class TextObserver:
             line = f"seq={seq} late reply (after the timeout)"
         else:
             line = f"{size} bytes from {self.target} matching no probe"
-        self.out.write(line + "\n")
-        self.out.flush()
+        self._print(line)
 
     def timedOut(self, seq: int) -> None:
-        self.out.write(f"seq={seq} timeout\n")
-        self.out.flush()
+        self._print(f"seq={seq} timeout")
 
 
 def _positive(
@@ -1134,6 +1149,10 @@ class ProbeRun:
         self.load = config["rate"] is not None
         self.json = bool(config["json"])
         observer = None if self.load or self.json else TextObserver(out, self.target)
+        #: the output's reader went away; the run ends with status 1
+        self.outputBroken = False
+        if observer is not None:
+            observer.onBroken = self._outputGone
         self.session = ProbeSession(
             reactor,
             size=config["size"],
@@ -1175,17 +1194,29 @@ class ProbeRun:
         c = self.config
         if self.load:
             unit = "socket(s)" if c["udp"] else "connection(s)"
-            self.out.write(
+            self._say(
                 f"LOAD {self.target} {self.protocol}: {c['rate']:g} probes/s for "
                 f"{c['duration']:g} s over {c['concurrency']} {unit}, "
                 f"{c['size']} bytes per probe\n"
             )
         else:
-            self.out.write(
+            self._say(
                 f"PROBE {c['host']} ({self.target}) {self.protocol}: "
                 f"{c['size']} bytes per probe\n"
             )
-        self.out.flush()
+
+    def _say(self, text: str) -> None:
+        """
+        Write to the output, unless its reader has gone away (C{| head}):
+        then end the run instead of raising out of a reactor callback.
+        """
+        if self.outputBroken:
+            return
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except OSError:  # BrokenPipeError
+            self._outputGone()
 
     def _startUDP(self) -> None:
         interface = "::" if self.family == socket.AF_INET6 else ""
@@ -1214,10 +1245,9 @@ class ProbeRun:
             self._channels.append(proto)
             if len(self._channels) == wanted:
                 if not self.json and not self.load:
-                    self.out.write(
+                    self._say(
                         f"connected to {self.target} in {self.session.connects[0]:.3f} ms\n"
                     )
-                    self.out.flush()
                 self._startDriver()
 
         def failed(reason: Failure) -> None:
@@ -1374,10 +1404,9 @@ class ProbeRun:
                 self.session, self.target, self.protocol, elapsed, load
             )
             if self.json:
-                self.out.write(json.dumps(result.asJSON()) + "\n")
+                self._say(json.dumps(result.asJSON()) + "\n")
             else:
-                self.out.write(formatText(result))
-            self.out.flush()
+                self._say(formatText(result))
             if load is not None and not result.sustained and self.json:
                 self.err.write(
                     f"upperecho-client: rate {load.rate:g}/s not sustained "
@@ -1387,10 +1416,19 @@ class ProbeRun:
                 code = result.exitCode
         elif code == 0:
             code = 1
+        if self.outputBroken and code == 0:
+            code = 1
         if self.session.error is not None:
             self.err.write(f"upperecho-client: {self.session.error}\n")
         self.err.flush()
         self.done.callback(code)
+
+    def _outputGone(self) -> None:
+        """
+        Nobody reads the output any more: stop, once this callback is over.
+        """
+        self.outputBroken = True
+        self.reactor.callLater(0, self._finish)
 
 
 def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -1437,6 +1475,10 @@ def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) 
 
     reactor.callWhenRunning(begin)
     reactor.run()
+    if run.outputBroken and out is sys.stdout:
+        # as the Python docs advise: no "Exception ignored" at exit when the
+        # interpreter flushes a stdout whose reader is gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return codes[0] if codes else 2
 
 
