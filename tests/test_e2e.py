@@ -116,6 +116,11 @@ def test_portInUse() -> None:
         (["--encoding", "klingon"], "--encoding"),
         (["--listen", "bogus:12"], "--listen bogus:12"),
         (["--udp-rate", "-3"], "--udp-rate -3"),
+        (["--interface", "foo", "--udp", "0"], "--interface foo"),
+        (
+            ["--listen", "unix:/nonexistent/folder/upperecho.sock"],
+            "upperecho: --listen unix:/nonexistent/folder/upperecho.sock: cannot listen:",
+        ),
     ],
 )
 def test_badOptions(args: list[str], expected: str) -> None:

@@ -260,6 +260,17 @@ class RateLimitTests(SynchronousTestCase):
         self.assertEqual(len(transport.written), 6)
         self.assertEqual(transport.written[-1], (b"Y", ("192.0.2.8", 40000)))
 
+    def test_belowOnePerSecond(self) -> None:
+        """
+        A rate below 1 still refills: at 0.5 per second, one datagram a
+        second for 6 s gets a reply every other second.
+        """
+        proto, transport, clock = make(rate=0.5)
+        for _ in range(6):
+            proto.datagramReceived(b"x", CLIENT)
+            clock.advance(1)
+        self.assertEqual(len(transport.written), 3)
+
     def test_unlimited(self) -> None:
         """
         Rate 0 means no limit.

@@ -5,6 +5,7 @@ The C{twistd upperecho} command line: L{Options} and L{makeService}.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -12,7 +13,7 @@ from typing import Any
 
 from twisted.application import internet
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, InvalidAddressError
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger
 from twisted.python import usage
@@ -55,8 +56,8 @@ def _number(option: str, value: str, kind: Callable[[str], float] = float) -> fl
         number = kind(value)
     except ValueError:
         number = -1
-    if not number >= 0:
-        raise usage.UsageError(f"--{option} {value}: not a number >= 0")
+    if not 0 <= number < math.inf:
+        raise usage.UsageError(f"--{option} {value}: not a finite number >= 0")
     return number
 
 
@@ -237,6 +238,13 @@ class Options(usage.Options):
         for name in ("tcp", "udp"):
             if self[name] is not None:
                 self[name] = _port(name, self[name])
+        if self["interface"]:
+            try:
+                ipaddress.ip_address(self["interface"])
+            except ValueError:
+                raise usage.UsageError(
+                    f"--interface {self['interface']}: not an IPv4 or IPv6 address"
+                ) from None
         if self["tcp"] is None and self["udp"] is None and not self["listen"]:
             self["tcp"] = self["udp"] = DEFAULT_PORT
         try:
@@ -300,8 +308,10 @@ class UpperEchoService(MultiService):
     def _start(self, child: IService, start: Callable[[], object]) -> None:
         try:
             start()
-        except CannotListenError as e:
-            reason = e.socketError if e.socketError is not None else e
+        except (CannotListenError, InvalidAddressError, OSError) as e:
+            # OSError: a unix: socket in a missing folder, a lock that cannot
+            # be taken; InvalidAddressError: an --interface Twisted refuses
+            reason = getattr(e, "socketError", None) or e
             # twistd has already redirected sys.stderr into its log by now;
             # the person who started it should see this line on the terminal.
             stderr = sys.__stderr__ or sys.stderr

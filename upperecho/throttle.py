@@ -19,8 +19,9 @@ __all__ = ["LogThrottle", "SourceRateLimiter"]
 
 class SourceRateLimiter:
     """
-    A token bucket per source: C{rate} tokens per second, at most C{rate} saved
-    (so a burst of C{rate} is allowed, then C{rate} per second).
+    A token bucket per source: C{rate} tokens per second, at most C{rate}
+    saved (so a burst of C{rate} is allowed, then C{rate} per second); a
+    rate below 1 saves one token, so it allows one reply every 1/C{rate} s.
 
     When the table is full the oldest-inserted source is forgotten.  A
     forgotten source starts again with a full bucket, so under a flood of
@@ -35,6 +36,9 @@ class SourceRateLimiter:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = float(rate)
+        # at least one whole token must fit, or a rate below 1/s would allow
+        # one reply and then never another
+        self.burst = max(self.rate, 1.0)
         self.maxSources = maxSources
         self.dropped = 0
         self._clock = clock
@@ -59,11 +63,11 @@ class SourceRateLimiter:
         if bucket is None:
             if len(self._buckets) >= self.maxSources:
                 self._buckets.popitem(last=False)
-            self._buckets[source] = [self.rate - 1.0, now]
+            self._buckets[source] = [self.burst - 1.0, now]
             return True
         tokens = bucket[0] + (now - bucket[1]) * self.rate
-        if tokens > self.rate:
-            tokens = self.rate
+        if tokens > self.burst:
+            tokens = self.burst
         bucket[1] = now
         if tokens >= 1.0:
             bucket[0] = tokens - 1.0
