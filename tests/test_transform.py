@@ -88,12 +88,43 @@ class TableTests(SynchronousTestCase):
         """
         self.assertEqual(upper(b"\x81 ab", "gbk"), b"\x81 AB")
 
-    def test_utf16(self) -> None:
+    def test_notAsciiCompatible(self) -> None:
         """
-        A codec that is not ASCII-compatible still works end to end.
+        A codec that is not ASCII-compatible (EBCDIC) works too, invalid and
+        unmapped bytes included.
         """
-        data = "abc straße".encode("utf-16")
-        self.assertEqual(upper(data, "utf-16"), "ABC STRASSE".encode("utf-16"))
+        data = "abc straße".encode("cp037")
+        self.assertEqual(upper(data, "cp037"), "ABC STRASSE".encode("cp037"))
+        for b in range(256):
+            self.assertEqual(
+                upper(bytes([b]), "cp037"),
+                bytes([b]).decode("cp037").upper().encode("cp037", "ignore")
+                or bytes([b]),
+            )
+
+    def test_unsupportedCodecsRefused(self) -> None:
+        """
+        Codecs that cannot give back the bytes they decoded -- a byte-order
+        mark, an escape syntax, no error handler -- are refused by name with
+        one line, instead of answering an empty datagram with a BOM or raising
+        inside the server.
+        """
+        for name in (
+            "utf-16",
+            "utf-16-le",
+            "utf-32",
+            "utf-7",
+            "utf-8-sig",
+            "idna",
+            "punycode",
+            "iso2022_jp",
+        ):
+            with self.assertRaises(ValueError) as e:
+                checkEncoding(name)
+            self.assertIn(f"unsupported encoding: {name!r}", str(e.exception))
+            self.assertNotIn("\n", str(e.exception))
+        for name in ("utf-8", "ascii", "latin-1", "cp1252", "gbk", "gb18030", "big5"):
+            self.assertTrue(checkEncoding(name))
 
     def test_heldCharacter(self) -> None:
         """
@@ -168,7 +199,7 @@ class PropertyTests(SynchronousTestCase):
     @given(
         st.text(max_size=60),
         st.lists(st.integers(min_value=0, max_value=200), max_size=8),
-        st.sampled_from(["latin-1", "gbk", "utf-16", "cp1252", "shift_jis"]),
+        st.sampled_from(["latin-1", "gbk", "cp037", "cp1252", "shift_jis", "big5"]),
     )
     def test_chunkingInvarianceOtherEncodings(
         self, text: str, cuts: list[int], encoding: str

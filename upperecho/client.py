@@ -134,9 +134,10 @@ class UpperEchoClientProtocol(Protocol):
     Requests are pipelined: several may be outstanding, and since the server
     answers a byte stream in order, the replies fire in the order of the
     requests.  Text is encoded and replies are decoded incrementally with
-    the server's encoding, so any encoding works (even UTF-16, whose
-    newline is not the byte C{0x0a}); bytes that are not valid text
-    round-trip as lone surrogates, as in L{upperecho.transform}.
+    the server's encoding, so the newline is found in any encoding the
+    server accepts (even one, such as EBCDIC cp037, whose newline is not the
+    byte C{0x0a}); bytes that are not valid text round-trip as lone
+    surrogates, as in L{upperecho.transform}.
 
     @ivar encoding: the server's text encoding.
     """

@@ -136,7 +136,8 @@ class Options(usage.Options):
             "encoding",
             None,
             "utf-8",
-            "Text encoding used to uppercase (any Python codec).",
+            "Text encoding used to uppercase: any Python text codec that gives "
+            "back the bytes it decodes (not UTF-16/32, UTF-7 or utf-8-sig).",
         ],
         [
             "max-connections",

@@ -100,12 +100,47 @@ def checkEncoding(encoding: str) -> str:
         raise ValueError(f"unknown encoding: {encoding!r}") from None
     try:
         "a".encode(encoding)
-        b"a".decode(encoding)
         codecs.getincrementaldecoder(encoding)
         codecs.getincrementalencoder(encoding)
     except (LookupError, TypeError, UnicodeError, AttributeError):
         raise ValueError(f"not a text encoding: {encoding!r}") from None
+    if not _passesBytesThrough(info.name):
+        raise ValueError(
+            f"unsupported encoding: {encoding!r} does not give back the bytes "
+            "it decoded (a byte-order mark, an escape syntax or no way to pass "
+            "invalid bytes through)"
+        )
     return info.name
+
+
+@functools.cache
+def _passesBytesThrough(encoding: str) -> bool:
+    """
+    Whether decoding then encoding, with the error handler L{Uppercaser}
+    uses, gives back exactly the bytes given, whole or fed byte by byte.
+
+    The transform promises that bytes it cannot uppercase pass through
+    unchanged and that chunking does not matter.  Codecs that add a
+    byte-order mark (UTF-16, UTF-32, utf-8-sig), that encode with an escape
+    syntax (UTF-7, the ISO-2022 family) or that cannot take the error handler
+    (idna, punycode) break one or the other, so they are refused up front
+    rather than found out by a client.
+    """
+    errors = "surrogateescape" if isAsciiCompatible(encoding) else _PASSTHROUGH
+    samples = [b"", *(bytes([b]) for b in range(256)), b"\x81 ", b"\xe4\xb8", b"+-"]
+    try:
+        samples.append("aé€中ß".encode(encoding, "ignore"))
+        for sample in samples:
+            for pieces in ([sample], [sample[i : i + 1] for i in range(len(sample))]):
+                decoder = codecs.getincrementaldecoder(encoding)(errors)
+                encoder = codecs.getincrementalencoder(encoding)(errors)
+                out = [encoder.encode(decoder.decode(p)) for p in pieces]
+                out.append(encoder.encode(decoder.decode(b"", True), True))
+                if b"".join(out) != sample:
+                    return False
+    except (UnicodeError, LookupError, TypeError, ValueError):
+        return False
+    return True
 
 
 class Uppercaser:
@@ -196,7 +231,16 @@ class Uppercaser:
             decoder = self._decoder = codecs.getincrementaldecoder(self.encoding)(
                 self._errors
             )
-        text = decoder.decode(data, final)
+        try:
+            text = decoder.decode(data, final)
+        except UnicodeError:
+            # A codec that cannot resynchronise after bad input (checkEncoding
+            # refuses those it knows of): pass the bytes through as they are
+            # rather than raise into the reactor.
+            held = decoder.getstate()[0]
+            decoder.reset()
+            self._pending = False
+            return (held if isinstance(held, bytes) else b"") + data
         self._pending = bool(decoder.getstate()[0])
         return self._encode(text, final)
 
