@@ -15,6 +15,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from twisted.trial.unittest import SynchronousTestCase
+
 BIN = Path(sys.executable).parent
 
 #: the keys of C{upperecho-client --probe --json}, in order, as SPEC 9.1 lists
@@ -194,3 +196,15 @@ def runTwistd(
             text=True,
             timeout=timeout,
         )
+
+
+def assertNear(
+    case: SynchronousTestCase, value: float, expected: float, delta: float
+) -> None:
+    """
+    C{value} is within C{delta} of C{expected} (trial's C{assertAlmostEqual}
+    ignores C{delta}).
+    """
+    case.assertTrue(
+        abs(value - expected) <= delta, f"{value!r} not within {delta} of {expected!r}"
+    )

@@ -16,7 +16,7 @@ from twisted.internet.testing import FakeDatagramTransport, StringTransport
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.helpers import PROBE_JSON_KEYS
+from tests.helpers import PROBE_JSON_KEYS, assertNear
 from upperecho.probe import (
     MIN_SIZE,
     LoadDriver,
@@ -36,18 +36,6 @@ from upperecho.stats import Tally, Verdict
 from upperecho.transform import upper
 
 TARGET = "127.0.0.1:12001"
-
-
-def assertNear(
-    case: SynchronousTestCase, value: float, expected: float, delta: float
-) -> None:
-    """
-    C{value} is within C{delta} of C{expected} (trial's C{assertAlmostEqual}
-    ignores C{delta}).
-    """
-    case.assertTrue(
-        abs(value - expected) <= delta, f"{value!r} not within {delta} of {expected!r}"
-    )
 
 
 class UDPHarness:

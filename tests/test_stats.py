@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.helpers import assertNear
 from upperecho.stats import (
     BUCKET_BOUNDS,
     Distribution,
@@ -37,18 +38,6 @@ events = st.lists(
     ),
     max_size=200,
 )
-
-
-def assertNear(
-    case: SynchronousTestCase, value: float, expected: float, delta: float
-) -> None:
-    """
-    C{value} is within C{delta} of C{expected} (trial's C{assertAlmostEqual}
-    ignores C{delta}).
-    """
-    case.assertTrue(
-        abs(value - expected) <= delta, f"{value!r} not within {delta} of {expected!r}"
-    )
 
 
 class PercentileTests(SynchronousTestCase):
