@@ -23,7 +23,7 @@ from twisted.internet import threads
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -31,10 +31,10 @@ from zope.interface.verify import verifyObject
 from tests.helpers import Twistd, freePort, waitForTCP
 from tests.test_metrics import _scrape as scrape
 from tests.test_metrics import tcp
-from upperecho.endpoints import (
+from upperecho.endpoints import serverEndpoint
+from upperecho.proxyprotocol import (
     HalfCloseableHAProxyFactory,
     HalfCloseableHAProxyWrapper,
-    serverEndpoint,
 )
 from upperecho.tcp import UpperEchoFactory
 from upperecho.transform import upper
@@ -340,3 +340,51 @@ def _waitForLog(twistds: list[Twistd], text: str, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+class FallbackTests(SynchronousTestCase):
+    """
+    A Twisted release that moves its private PROXY-protocol modules costs
+    the half-close fix, never the service.
+    """
+
+    def test_privateModulesMissing(self) -> None:
+        """
+        When L{upperecho.proxyprotocol} cannot be imported, C{haproxy:} gives
+        Twisted's own endpoint, with one warning naming the option.
+        """
+        import sys
+
+        from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+
+        import upperecho.endpoints
+
+        saved = sys.modules.get("upperecho.proxyprotocol")
+        sys.modules["upperecho.proxyprotocol"] = None  # type: ignore[assignment]
+
+        def restore() -> None:
+            if saved is None:
+                sys.modules.pop("upperecho.proxyprotocol", None)
+            else:
+                sys.modules["upperecho.proxyprotocol"] = saved
+
+        self.addCleanup(restore)
+        events: list[LogEvent] = []
+        observer = cast(ILogObserver, events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        endpoint = serverEndpoint(MemoryReactor(), "haproxy:tcp:0")
+        self.assertNotIsInstance(endpoint, upperecho.endpoints.ProxyEndpoint)
+        self.assertEqual(
+            [e["description"] for e in events if "description" in e],
+            ["haproxy:tcp:0"],
+        )
+
+    def test_privateModulesPresent(self) -> None:
+        """
+        With this Twisted, C{haproxy:} gets the half-closeable endpoint.
+        """
+        import upperecho.endpoints
+
+        endpoint = serverEndpoint(MemoryReactor(), "haproxy:tcp:0")
+        self.assertIsInstance(endpoint, upperecho.endpoints.ProxyEndpoint)

@@ -343,11 +343,12 @@ def test_outputClosedEarly(server: tuple[int, int], mode: list[str]) -> None:
     """
     C{upperecho-client --probe ... | head -1}: when the reader of the output
     goes away, the probe stops at once, exits 1 and prints no traceback.
+    (C{-c 0} probes until stopped, so only the closed output can end it.)
     """
     tcp, udp = server
     port = udp if mode == ["--udp"] else tcp
     process = subprocess.Popen(
-        [*PROBE, *mode, "-c", "50", "-i", "0.01", "127.0.0.1", str(port)],
+        [*PROBE, *mode, "-c", "0", "-i", "0.01", "127.0.0.1", str(port)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -37,20 +37,11 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
-from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
-from twisted.protocols.haproxy._v1parser import V1Parser
-from twisted.protocols.haproxy._v2parser import V2Parser
-from twisted.protocols.haproxy._wrapper import (
-    HAProxyProtocolWrapper,
-    HAProxyWrappingFactory,
-)
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 __all__ = [
-    "HalfCloseableHAProxyFactory",
-    "HalfCloseableHAProxyWrapper",
     "HalfCloseableTLSFactory",
     "HalfCloseableTLSProtocol",
     "ProxyEndpoint",
@@ -91,108 +82,6 @@ def _addressText(address: IAddress | None) -> str:
     if host is None:
         return str(address)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _couldBeShortHeader(data: bytes) -> bool:
-    """
-    Is C{data} the start of a PROXY header, too short to be parsed yet?
-    """
-    if len(data) < 16 and V2Parser.PREFIX.startswith(data[:12]):
-        return True
-    return len(data) < 8 and V1Parser.PROXYSTR.startswith(data[:5])
-
-
-@implementer(IHalfCloseableProtocol)
-class HalfCloseableHAProxyWrapper(HAProxyProtocolWrapper):
-    """
-    The PROXY protocol wrapper, passing the peer's half-close on to the
-    wrapped protocol and logging the real client address.
-
-    Behind a proxy, C{getPeer()} is the proxy until the header is parsed, so
-    this wrapper logs the client named by the header, once, when the first
-    bytes after the header arrive: connections that carry no data (the
-    proxy's health checks, every 100 ms or so) are not logged.  After that
-    line, reads go straight to the wrapped protocol.  (Refusals by
-    C{--max-connections} happen before the header and name the proxy.)
-    """
-
-    _log = Logger()
-    #: the start of a PROXY header too short for Twisted's parser to judge
-    _head = b""
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._proxyInfo is not None:
-            self._firstData(data)
-            return
-        parser = self._parser
-        if parser is None:
-            # Twisted's wrapper closes the connection unless the first read
-            # holds 16 bytes (v2) or 8 (v1); a header split by the network
-            # is held here until that much has come.
-            data = self._head + data
-            self._head = b""
-            if _couldBeShortHeader(data):
-                self._head = data
-                return
-            if data[:12] == V2Parser.PREFIX and data[12] & 0xF0 == 0x20:
-                self._parser = parser = V2Parser()
-            elif data[:5] == V1Parser.PROXYSTR:
-                self._parser = parser = V1Parser()
-            else:
-                self.loseConnection()
-                return
-        try:
-            self._proxyInfo, remaining = parser.feed(data)
-        except InvalidProxyHeader:
-            self.loseConnection()
-            return
-        if remaining:
-            self._firstData(remaining)
-
-    def _firstData(self, data: bytes) -> None:
-        """
-        Log the real client, then hand this and every later read straight
-        to the wrapped protocol.
-        """
-        info = self._proxyInfo
-        assert info is not None and self.transport is not None
-        if info.source is not None:
-            self._log.info(
-                "PROXY connection from {client} via {proxy}",
-                client=_addressText(info.source),
-                proxy=_addressText(self.transport.getPeer()),
-            )
-        forward = self.wrappedProtocol.dataReceived
-        self.dataReceived = forward  # type: ignore[method-assign]
-        forward(data)
-
-    def readConnectionLost(self) -> None:
-        """
-        The proxy shut its sending side: let the protocol answer what it owes.
-        """
-        _passReadConnectionLost(self)
-
-    def writeConnectionLost(self) -> None:
-        """
-        The proxy reads no more: let the protocol stop.
-        """
-        _passWriteConnectionLost(self)
-
-
-class HalfCloseableHAProxyFactory(HAProxyWrappingFactory):
-    """
-    Builds L{HalfCloseableHAProxyWrapper}s, and refuses a connection when the
-    wrapped factory does (Twisted's L{WrappingFactory} would wrap the
-    C{None} and fail with a traceback).
-    """
-
-    protocol = HalfCloseableHAProxyWrapper  # type: ignore[assignment]
-
-    def buildProtocol(self, addr: IAddress | None) -> Any:
-        wrapped = self.wrappedFactory.buildProtocol(addr)
-        if wrapped is None:
-            return None
-        return self.protocol(self, wrapped)  # type: ignore[arg-type]
 
 
 @implementer(IHalfCloseableProtocol)
@@ -306,6 +195,8 @@ class ProxyEndpoint:
         self.wrapped = wrapped
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        from upperecho.proxyprotocol import HalfCloseableHAProxyFactory
+
         return self.wrapped.listen(HalfCloseableHAProxyFactory(factory))
 
 
@@ -340,6 +231,8 @@ class TLSServerEndpoint:
             self.creator, False, factory, clock=self._reactor
         )
         if self.proxyHeader:
+            from upperecho.proxyprotocol import HalfCloseableHAProxyFactory
+
             outer = HalfCloseableHAProxyFactory(outer)
         return self.endpoint.listen(outer)
 
@@ -352,8 +245,9 @@ def _asHalfCloseableTLS(
     (SNI, directory of PEM files) server endpoint C{endpoint}, or C{None}
     for any other endpoint.
     """
-    if isinstance(endpoint, SSL4ServerEndpoint) and hasattr(
-        endpoint, "_sslContextFactory"
+    if isinstance(endpoint, SSL4ServerEndpoint) and all(
+        hasattr(endpoint, name)
+        for name in ("_sslContextFactory", "_port", "_backlog", "_interface")
     ):
         tcp = TCP4ServerEndpoint(
             reactor, endpoint._port, endpoint._backlog, endpoint._interface
@@ -366,6 +260,21 @@ def _asHalfCloseableTLS(
     if isinstance(endpoint, SNIEndpoint):
         return TLSServerEndpoint(reactor, endpoint.endpoint, endpoint.connectionCreator)
     return None
+
+
+_log = Logger()
+
+
+def _proxyProtocolAvailable() -> bool:
+    """
+    Whether L{upperecho.proxyprotocol} imports: it builds on Twisted's
+    private PROXY-protocol parser modules, which a Twisted release may move.
+    """
+    try:
+        import upperecho.proxyprotocol  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def serverEndpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
@@ -386,6 +295,15 @@ def serverEndpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
     @raise ValueError: for a malformed description, as L{serverFromString}.
     """
     if description.startswith(HAPROXY_PREFIX):
+        if not _proxyProtocolAvailable():
+            _log.warn(
+                "--listen {description}: this Twisted's PROXY-protocol parser is "
+                "not where upperecho expects it; using Twisted's own haproxy: "
+                "wrapper, which loses replies owed when a client half-closes",
+                description=description,
+            )
+            plain: IStreamServerEndpoint = serverFromString(reactor, description)
+            return plain
         inner = serverEndpoint(reactor, description[len(HAPROXY_PREFIX) :])
         if isinstance(inner, TLSServerEndpoint):
             # Twisted's haproxy:ssl: expects the header inside the TLS
