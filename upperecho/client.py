@@ -47,6 +47,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from upperecho.address import hostPort
 from upperecho.transform import _PASSTHROUGH, checkEncoding, isAsciiCompatible
 from upperecho.udp import MAX_DATAGRAM, MAX_PAYLOAD_IPV4, MAX_PAYLOAD_IPV6
 
@@ -278,7 +279,7 @@ class UpperEchoDatagramClientProtocol(DatagramProtocol):
         """
         The server's address as C{host:port} (C{[host]:port} for IPv6).
         """
-        return _hostPort(self.host, self.port)
+        return hostPort(self.host, self.port)
 
     def exchange(self, payload: bytes) -> Deferred[bytes]:
         """
@@ -375,13 +376,6 @@ def _ipOf(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
-
-
-def _hostPort(host: str, port: int) -> str:
-    """
-    C{host:port}, with IPv6 addresses in brackets.
-    """
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class UpperEchoPipeProtocol(Protocol):
@@ -830,7 +824,7 @@ async def _runUDP(reactor: Any, config: Options, say: Callable[[str], None]) -> 
     @return: the exit status.
     """
     host, port = config["host"], config["port"]
-    target = _hostPort(host, port)
+    target = hostPort(host, port)
     try:
         address, family = await _resolveUDP(reactor, host, port)
     except socket.gaierror:
@@ -877,7 +871,7 @@ async def _runTCP(
             say(f"--connect {target}: {e}")
             return 2
     else:
-        target = _hostPort(config["host"], config["port"])
+        target = hostPort(config["host"], config["port"])
         endpoint = HostnameEndpoint(reactor, config["host"], config["port"])
 
     proto: Protocol

@@ -76,14 +76,6 @@ def _passWriteConnectionLost(wrapper: Any) -> None:
         wrapper.loseConnection()
 
 
-def _addressText(address: IAddress | None) -> str:
-    host = getattr(address, "host", None)
-    port = getattr(address, "port", None)
-    if host is None:
-        return str(address)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 @implementer(IHalfCloseableProtocol)
 class HalfCloseableTLSProtocol(BufferingTLSTransport):
     """

@@ -73,6 +73,7 @@ from twisted.internet.protocol import (
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from upperecho.address import hostPort
 from upperecho.stats import Distribution, Tally, Verdict, histogram, percentile
 from upperecho.transform import checkEncoding, isAsciiCompatible, upper
 
@@ -1066,13 +1067,6 @@ def _enlargeBuffers(transport: object) -> None:
             sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
 
 
-def targetName(ip: str, port: int) -> str:
-    """
-    C{ip:port}, with brackets around an IPv6 address.
-    """
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
 class _StreamFactory(ClientFactory):
     """
     Builds one L{ProbeStreamProtocol} and reports a failed connect.
@@ -1144,7 +1138,7 @@ class ProbeRun:
         self.out = out
         self.err = err
         self.timer = timer
-        self.target = targetName(ip, self.port)
+        self.target = hostPort(ip, self.port)
         self.protocol = "udp" if config["udp"] else "tcp"
         self.load = config["rate"] is not None
         self.json = bool(config["json"])

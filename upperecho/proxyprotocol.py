@@ -28,8 +28,8 @@ from twisted.protocols.haproxy._wrapper import (
 )
 from zope.interface import implementer
 
+from upperecho.address import addressText
 from upperecho.endpoints import (
-    _addressText,
     _passReadConnectionLost,
     _passWriteConnectionLost,
 )
@@ -103,8 +103,8 @@ class HalfCloseableHAProxyWrapper(HAProxyProtocolWrapper):
         if info.source is not None:
             self._log.info(
                 "PROXY connection from {client} via {proxy}",
-                client=_addressText(info.source),
-                proxy=_addressText(self.transport.getPeer()),
+                client=addressText(info.source),
+                proxy=addressText(self.transport.getPeer()),
             )
         forward = self.wrappedProtocol.dataReceived
         self.dataReceived = forward  # type: ignore[method-assign]

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from upperecho.address import addressText
 from upperecho.throttle import LogThrottle
 from upperecho.transform import (
     Uppercaser,
@@ -89,14 +90,6 @@ def eagerSocket(transport: object) -> socket.socket | None:
     sock = transport.socket
     # a tcp.Server's socket is a connected SOCK_STREAM socket.socket
     return sock if isinstance(sock, socket.socket) else None
-
-
-def _peerName(address: IAddress | None) -> str:
-    host = getattr(address, "host", None)
-    port = getattr(address, "port", None)
-    if host is None:
-        return str(getattr(address, "name", None) or address)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @implementer(IHalfCloseableProtocol)
@@ -288,7 +281,7 @@ class UpperEchoFactory(Factory):
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         if len(self.connections) >= self.maxConnections:
             self.refused += 1
-            peer = _peerName(addr)
+            peer = addressText(addr)
             if self._logThrottle.ready(
                 ("max-connections", getattr(addr, "host", peer))
             ):
@@ -346,7 +339,7 @@ class UpperEchoFactory(Factory):
                 if self._logThrottle.ready(key):
                     self._log.info(
                         "closing {peer}: silent for {timeout} s (--idle-timeout)",
-                        peer=_peerName(peer),
+                        peer=addressText(peer),
                         timeout=self.idleTimeout,
                     )
                 proto._closing = True

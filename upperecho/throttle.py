@@ -25,9 +25,8 @@ class SourceRateLimiter:
 
     When the table is full the oldest-inserted source is forgotten.  A
     forgotten source starts again with a full bucket, so under a flood of
-    spoofed sources each one still gets at most one burst.
-
-    @ivar dropped: how many requests L{allow} refused, in all.
+    spoofed sources each one still gets at most one burst.  (Refusals are
+    counted by the caller, with its other drops.)
     """
 
     def __init__(
@@ -40,7 +39,6 @@ class SourceRateLimiter:
         # one reply and then never another
         self.burst = max(self.rate, 1.0)
         self.maxSources = maxSources
-        self.dropped = 0
         self._clock = clock
         # source -> [tokens, time of last update]; a list so it updates in
         # place.  An OrderedDict, not a dict: evicting the oldest entry of a
@@ -73,7 +71,6 @@ class SourceRateLimiter:
             bucket[0] = tokens - 1.0
             return True
         bucket[0] = tokens
-        self.dropped += 1
         return False
 
 
