@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import main, protocol, tcp, udp
 from twisted.internet.address import IPv4Address
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.task import Clock
 from twisted.internet.testing import (
     FakeDatagramTransport,
@@ -594,6 +595,159 @@ class DirectDatagramTests(SynchronousTestCase):
         self.proto._sock = Refusing()  # type: ignore[assignment]
         self.proto.datagramReceived(b"x", ("127.0.0.1", 40000))
         self.assertEqual(self.proto.drops["send-error"], 0)
+
+
+class _PosixListenUDP(MemoryReactor):
+    """
+    A L{MemoryReactor} whose C{listenUDP} is that of Twisted's POSIX
+    reactors, as C{upperecho.udp.listenUDP} looks for.
+    """
+
+    listenUDP = PosixReactorBase.listenUDP
+
+
+class _PlainEcho(protocol.DatagramProtocol):
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        assert self.transport is not None
+        self.transport.write(data, addr)
+
+
+class BurstReplyTests(SynchronousTestCase):
+    """
+    L{UpperEchoPort} has the replies to one read event's datagrams sent back
+    to back: the first at once, the rest when the read loop ends, in order,
+    never more than C{MAX_HELD_REPLIES} held.
+    """
+
+    def setUp(self) -> None:
+        self.transport = FakeDatagramTransport()
+        self.proto = UpperEchoDatagramProtocol(clock=Clock())
+        self.proto.makeConnection(self.transport)
+
+    def receive(self, *payloads: bytes) -> None:
+        for i, payload in enumerate(payloads):
+            self.proto.datagramReceived(payload, ("127.0.0.1", 40000 + i))
+
+    def test_firstAtOnceRestHeld(self) -> None:
+        """
+        While holding, only the first reply is written; the others follow,
+        in order, when the burst ends, and replies go out at once again.
+        """
+        self.proto.holdReplies()
+        self.receive(b"a", b"b", b"c")
+        self.assertEqual(self.transport.written, [(b"A", ("127.0.0.1", 40000))])
+        self.proto.sendHeldReplies()
+        self.assertEqual(
+            self.transport.written,
+            [
+                (b"A", ("127.0.0.1", 40000)),
+                (b"B", ("127.0.0.1", 40001)),
+                (b"C", ("127.0.0.1", 40002)),
+            ],
+        )
+        self.receive(b"d")
+        self.assertEqual(self.transport.written[-1], (b"D", ("127.0.0.1", 40000)))
+        self.assertEqual(self.proto.datagramsOut, 4)
+
+    def test_heldReplyCap(self) -> None:
+        """
+        Once C{MAX_HELD_REPLIES} are held they are sent without waiting for
+        the end of the burst: a long burst holds bounded memory.
+        """
+        cap = upperecho.udp.MAX_HELD_REPLIES
+        self.proto.holdReplies()
+        self.receive(*[b"x"] * cap)
+        self.assertEqual(len(self.transport.written), 1)
+        self.receive(b"y")
+        self.assertEqual(len(self.transport.written), cap + 1)
+        self.receive(b"z")
+        self.assertEqual(len(self.transport.written), cap + 1)
+        self.proto.sendHeldReplies()
+        self.assertEqual(
+            [data for data, _ in self.transport.written],
+            [b"X"] * cap + [b"Y", b"Z"],
+        )
+
+    def test_refusalsNotHeld(self) -> None:
+        """
+        A refused datagram holds nothing: the first reply of the burst still
+        goes out at once.
+        """
+        self.proto.holdReplies()
+        self.proto.datagramReceived(b"loop", ("127.0.0.1", 53))
+        self.receive(b"a")
+        self.assertEqual(self.transport.written, [(b"A", ("127.0.0.1", 40000))])
+        self.proto.sendHeldReplies()
+        self.assertEqual(self.proto.drops["loop-guard"], 1)
+
+    def test_realPortBurst(self) -> None:
+        """
+        Over loopback, an L{UpperEchoPort} answers a burst read in one
+        C{doRead} completely and in order, replying on its own socket, and
+        ends the burst.
+        """
+        proto = UpperEchoDatagramProtocol(clock=Clock())
+        port = upperecho.udp.UpperEchoPort(
+            0, proto, "127.0.0.1", MAX_DATAGRAM, MemoryReactor()
+        )
+        port.startListening()
+        self.addCleanup(port.connectionLost)
+        self.assertIs(proto._sock, port.socket)
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.settimeout(5)
+        self.addCleanup(client.close)
+        address = ("127.0.0.1", port.getHost().port)
+        payloads = [f"datagram {i} straße".encode() for i in range(100)]
+        for payload in payloads:
+            client.sendto(payload, address)
+        port.doRead()
+        self.assertIsNone(proto._held)
+        replies = [client.recv(70000) for _ in payloads]
+        self.assertEqual(replies, [upper(p) for p in payloads])
+        self.assertEqual(proto.datagramsOut, 100)
+
+    def test_otherProtocol(self) -> None:
+        """
+        With a protocol that is not upperecho's, the port is a plain
+        C{udp.Port}.
+        """
+        port = upperecho.udp.UpperEchoPort(
+            0, _PlainEcho(), "127.0.0.1", MAX_DATAGRAM, MemoryReactor()
+        )
+        port.startListening()
+        self.addCleanup(port.connectionLost)
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.settimeout(5)
+        self.addCleanup(client.close)
+        client.sendto(b"same", ("127.0.0.1", port.getHost().port))
+        port.doRead()
+        self.assertEqual(client.recv(100), b"same")
+
+    def test_listenUDP(self) -> None:
+        """
+        C{listenUDP} makes an L{UpperEchoPort} where the reactor's own
+        C{listenUDP} is that of Twisted's POSIX reactors, and otherwise asks
+        the reactor.
+        """
+        posix = _PosixListenUDP()
+        port = upperecho.udp.listenUDP(
+            posix, 0, UpperEchoDatagramProtocol(clock=Clock()), "127.0.0.1"
+        )
+        assert isinstance(port, upperecho.udp.UpperEchoPort)
+        self.addCleanup(port.connectionLost)
+        self.assertIn(port, posix.readers)
+
+        class Other(MemoryReactor):
+            def listenUDP(self, *args: Any, **kwargs: Any) -> Any:
+                self.asked = (args, kwargs)
+                return "theirs"
+
+        other = Other()
+        proto = UpperEchoDatagramProtocol(clock=Clock())
+        self.assertEqual(upperecho.udp.listenUDP(other, 7, proto), "theirs")
+        self.assertEqual(
+            other.asked, ((7, proto), {"interface": "", "maxPacketSize": MAX_DATAGRAM})
+        )
 
 
 #: pieces that make the UTF-8 decoder's boundary cases likely: characters of

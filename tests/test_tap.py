@@ -341,7 +341,7 @@ class ImpairmentOptionsTests(SynchronousTestCase):
         for argv in ([], ["--udp-seed", "3", "--udp-loss", "0"]):
             svc = makeService(parse("--udp", "5", *argv), reactor=FakeUDPReactor())
             self.assertEqual([s.name for s in svc], ["--udp 5"])
-            proto = svc.getServiceNamed("--udp 5").args[1]
+            proto = svc.getServiceNamed("--udp 5").protocol
             self.assertIsNone(proto.impairment)
 
     def test_wiring(self) -> None:
@@ -382,7 +382,7 @@ class ImpairmentOptionsTests(SynchronousTestCase):
             ),
             (30, 2, 4, 8, 1),
         )
-        proto = svc.getServiceNamed("--udp 5").args[1]
+        proto = svc.getServiceNamed("--udp 5").protocol
         self.assertIs(proto.impairment, impairment)
         self.assertIs(impairment._clock, reactor)
         names = [s.name for s in svc]

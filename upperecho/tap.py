@@ -13,7 +13,10 @@ from typing import Any
 
 from twisted.application import internet
 from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError, InvalidAddressError
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger
 from twisted.python import usage
@@ -23,7 +26,7 @@ from upperecho.endpoints import endpointService
 from upperecho.impair import Impairment
 from upperecho.tcp import UpperEchoFactory
 from upperecho.transform import checkEncoding
-from upperecho.udp import MAX_DATAGRAM, UpperEchoDatagramProtocol
+from upperecho.udp import MAX_DATAGRAM, UpperEchoDatagramProtocol, listenUDP
 
 __all__ = [
     "DEFAULT_PORT",
@@ -323,6 +326,49 @@ class UpperEchoService(MultiService):
             raise SystemExit(1) from None
 
 
+class UDPService(Service):
+    """
+    The C{--udp} service: C{twisted.application.internet.UDPServer}, but
+    listening with L{upperecho.udp.listenUDP}, whose port sends the replies
+    to a burst of datagrams together.
+
+    @ivar protocol: the protocol it serves.
+    """
+
+    _port: IListeningPort | None = None
+
+    def __init__(
+        self, port: int, protocol: DatagramProtocol, interface: str, reactor: Any
+    ) -> None:
+        self.portNumber = port
+        self.protocol = protocol
+        self.interface = interface
+        self.reactor = reactor
+
+    def _listen(self) -> IListeningPort:
+        return listenUDP(
+            self.reactor, self.portNumber, self.protocol, self.interface, MAX_DATAGRAM
+        )
+
+    def privilegedStartService(self) -> None:
+        # listen while still privileged, as Twisted's own servers do
+        Service.privilegedStartService(self)
+        self._port = self._listen()
+
+    def startService(self) -> None:
+        Service.startService(self)
+        if self._port is None:
+            self._port = self._listen()
+
+    def stopService(self) -> Deferred[None] | None:
+        Service.stopService(self)
+        port, self._port = self._port, None
+        if port is None:
+            return None
+        stopped = port.stopListening()
+        return stopped if isinstance(stopped, Deferred) else None
+
+
 def makeService(
     config: Options | dict[str, Any], reactor: Any = None
 ) -> UpperEchoService:
@@ -385,13 +431,7 @@ def makeService(
             clock=reactor,
             impairment=impairment,
         )
-        udp = internet.UDPServer(
-            config["udp"],
-            proto,
-            interface=config["interface"],
-            maxPacketSize=MAX_DATAGRAM,
-            reactor=reactor,
-        )
+        udp = UDPService(config["udp"], proto, config["interface"], reactor)
         udp.setName(f"--udp {config['udp']}")
         udp.setServiceParent(top)
     if config.get("metrics"):

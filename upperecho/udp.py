@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from twisted.internet.error import MessageLengthError
-from twisted.internet.interfaces import IReactorTime, IUDPTransport
+from twisted.internet.interfaces import IListeningPort, IReactorTime, IUDPTransport
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.udp import Port as _UDPPort
 from twisted.logger import Logger
@@ -30,10 +31,13 @@ from upperecho.transform import (
 
 __all__ = [
     "MAX_DATAGRAM",
+    "MAX_HELD_REPLIES",
     "MAX_PAYLOAD_IPV4",
     "MAX_PAYLOAD_IPV6",
     "UDP_RECEIVE_BUFFER",
     "UpperEchoDatagramProtocol",
+    "UpperEchoPort",
+    "listenUDP",
     "refusalReason",
 ]
 
@@ -49,6 +53,10 @@ MAX_PAYLOAD_IPV6 = 65527
 #: when a burst of datagrams arrives while one reactor pass is busy, and the
 #: kernel then drops them silently; the kernel caps this at net.core.rmem_max
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+
+#: replies held back during one read event (L{UpperEchoPort}) before they are
+#: sent anyway: bounds the memory and the delay a burst can cause
+MAX_HELD_REPLIES = 64
 
 _LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 _THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
@@ -115,9 +123,10 @@ def directSocket(transport: object) -> socket.socket | None:
     goes to the address a datagram just came from on the same socket, so
     that check can never fail here, and skipping it is a good part of the
     cost of a datagram.  Only a plain, unconnected C{udp.Port} qualifies
-    (not a subclass, not multicast, not a test transport).
+    (or an L{UpperEchoPort}; not another subclass, not multicast, not a test
+    transport).
     """
-    if type(transport) is not _UDPPort:
+    if type(transport) not in (_UDPPort, UpperEchoPort):
         return None
     if getattr(transport, "_connectedAddr", True) is not None:
         return None
@@ -145,6 +154,11 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
     transport: IUDPTransport
     #: the socket to send replies on directly (L{directSocket})
     _sock: socket.socket | None = None
+    #: replies held back until the port's read loop ends (L{holdReplies});
+    #: C{None} when replies go out as they are made
+    _held: list[tuple[bytes, Address]] | None = None
+    #: a reply has gone out since L{holdReplies}
+    _answered = False
 
     def __init__(
         self,
@@ -234,7 +248,46 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
         else:
             self.impairment.send(self._write, reply, addr)
 
+    def holdReplies(self) -> None:
+        """
+        A burst of datagrams is about to be read (L{UpperEchoPort}): send the
+        first reply at once and hold the rest until L{sendHeldReplies}.
+
+        Each C{sendto} to a peer asleep in C{recv} or C{epoll_wait} makes the
+        kernel wake it; replies sent one by one between reads wake a busy
+        client once per datagram, and on a virtual machine each wake-up is an
+        expensive inter-processor interrupt.  Sent back to back, the replies
+        to one burst wake it about once.  The first reply is not held, so a
+        lone request is answered exactly as fast as before.
+        """
+        self._held = []
+        self._answered = False
+
+    def sendHeldReplies(self) -> None:
+        """
+        The burst has been read: send the replies held since L{holdReplies},
+        in order, and send replies as they are made again.
+        """
+        held = self._held
+        self._held = None
+        if held:
+            for data, addr in held:
+                self._send(data, addr)
+
     def _write(self, data: bytes, addr: Address) -> None:
+        held = self._held
+        if held is not None:
+            if self._answered:
+                held.append((data, addr))
+                if len(held) >= MAX_HELD_REPLIES:
+                    self._held = []
+                    for reply, to in held:
+                        self._send(reply, to)
+                return
+            self._answered = True
+        self._send(data, addr)
+
+    def _send(self, data: bytes, addr: Address) -> None:
         sock = self._sock
         try:
             if sock is None:
@@ -258,3 +311,50 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
                 why=why,
                 kind=kind,
             )
+
+
+class UpperEchoPort(_UDPPort):
+    """
+    A UDP port that tells an L{UpperEchoDatagramProtocol} when a burst of
+    datagrams starts and ends, so that the replies to a burst go out
+    together (L{UpperEchoDatagramProtocol.holdReplies}).
+
+    Twisted's port already reads every datagram waiting on one read event in
+    a loop (up to C{maxThroughput} bytes); this wraps that loop and changes
+    nothing else.  With any other protocol it is a plain C{udp.Port}.
+    """
+
+    def doRead(self) -> None:
+        proto = self.protocol
+        if not isinstance(proto, UpperEchoDatagramProtocol):
+            super().doRead()
+            return
+        proto.holdReplies()
+        try:
+            super().doRead()
+        finally:
+            proto.sendHeldReplies()
+
+
+def listenUDP(
+    reactor: Any,
+    port: int,
+    protocol: DatagramProtocol,
+    interface: str = "",
+    maxPacketSize: int = MAX_DATAGRAM,
+) -> IListeningPort:
+    """
+    C{reactor.listenUDP}, with an L{UpperEchoPort}.
+
+    That is what C{listenUDP} of Twisted's POSIX reactors (epoll, poll,
+    select, asyncio ...) does with a plain C{udp.Port}; any other reactor,
+    or one that provides its own C{listenUDP}, is asked as usual.
+    """
+    if getattr(type(reactor), "listenUDP", None) is PosixReactorBase.listenUDP:
+        listening = UpperEchoPort(port, protocol, interface, maxPacketSize, reactor)
+        listening.startListening()
+        return listening
+    result: IListeningPort = reactor.listenUDP(
+        port, protocol, interface=interface, maxPacketSize=maxPacketSize
+    )
+    return result
