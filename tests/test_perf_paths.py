@@ -230,15 +230,21 @@ class EagerDetectionTests(SynchronousTestCase):
 
         class Bare:
             written: list[bytes] = []
+            producer: object = None
 
             def write(self, data: bytes) -> None:
                 self.written.append(data)
+
+            def registerProducer(self, producer: object, streaming: bool) -> None:
+                self.producer = producer
 
         bare = Bare()
         self.c.proto.transport = bare  # type: ignore[assignment]
         self.c.proto.dataReceived(b"abc")
         self.assertEqual(bare.written, [b"ABC"])
         self.assertIsNone(self.c.proto._sock)
+        # every write now goes through the transport: backpressure is on
+        self.assertIs(bare.producer, bare)
 
 
 class EagerWriteTests(SynchronousTestCase):
@@ -320,6 +326,33 @@ class EagerWriteTests(SynchronousTestCase):
         self.assertFalse(c.transport.producerPaused)
         self.assertIn(c.transport, c.reactor.readers)
         self.assertEqual(c.receive(80000), b"X" * 80000)
+
+    def test_registeredWhenQueued(self) -> None:
+        """
+        On the eager path the transport becomes its own producer only when a
+        reply is first queued: an idle connection, or one whose replies all
+        went straight out, costs no registration.
+        """
+        c = self.connect(["eagain"])
+        self.assertIsNone(c.transport.producer)
+        c.proto.dataReceived(b"abc")
+        self.assertIs(c.transport.producer, c.transport)
+        self.assertTrue(c.transport.streamingProducer)
+        c.flush()
+        c.proto.dataReceived(b"def")
+        self.assertEqual(c.receive(6), b"ABCDEF")
+        self.assertIs(c.transport.producer, c.transport)
+
+    def test_neverRegisteredAfterEnd(self) -> None:
+        """
+        Once the connection is ending, a reply that has to be queued does not
+        register the producer again: the close would then never finish.
+        """
+        c = self.connect(["eagain"])
+        c.proto.readConnectionLost()
+        self.assertTrue(c.transport.disconnecting)
+        c.proto._write(b"late")
+        self.assertIsNone(c.transport.producer)
 
     def test_halfCloseFlushes(self) -> None:
         """

@@ -182,11 +182,12 @@ class LimitTests(SynchronousTestCase):
 
     def test_idleClosed(self) -> None:
         """
-        A connection silent for the idle timeout is closed.
+        A connection silent since it opened is closed no sooner than the
+        idle timeout and no later than one sweep interval after it.
         """
         factory = UpperEchoFactory(idleTimeout=10, clock=self.clock)
         _, transport = connect(factory)
-        self.clock.pump([0.5] * 19)
+        self.clock.pump([0.5] * 21)
         self.assertFalse(transport.disconnecting)
         self.clock.advance(0.5)
         self.assertTrue(transport.disconnecting)
@@ -228,7 +229,7 @@ class LimitTests(SynchronousTestCase):
         """
         factory = UpperEchoFactory(idleTimeout=10, clock=self.clock)
         _, transport = connect(factory)
-        self.clock.pump([1.0] * 10)
+        self.clock.pump([1.0] * 11)
         self.assertTrue(transport.disconnecting)
         self.assertFalse(transport.disconnected)
         self.clock.advance(factory.sweepInterval)
@@ -262,7 +263,7 @@ class LimitTests(SynchronousTestCase):
         observer = cast(ILogObserver, events.append)
         globalLogPublisher.addObserver(observer)
         self.addCleanup(globalLogPublisher.removeObserver, observer)
-        self.clock.pump([1.0] * 10)
+        self.clock.pump([1.0] * 11)
         self.assertEqual(factory.idleClosed, 6)
         logged = sorted(str(e["peer"]) for e in events if "timeout" in e)
         self.assertEqual(len(logged), 2)

@@ -102,7 +102,8 @@ class UpperEchoProtocol(Protocol):
         input was split, because an incomplete multi-byte character is held;
       - half-close: when the peer shuts its sending side, everything owed is
         sent, then the connection closes (L{readConnectionLost});
-      - backpressure: the transport is registered as its own producer, so
+      - backpressure: the transport is registered as its own producer (at
+        once, or on the eager path as soon as anything is queued), so
         reading stops while the peer is not reading its replies.
     """
 
@@ -121,6 +122,8 @@ class UpperEchoProtocol(Protocol):
     _closing = False
     #: the transport is registered as this connection's producer
     _registered = False
+    #: the transport must not be registered (again): the connection is ending
+    _producerDone = False
     #: bytes received and sent on this connection (read by upperecho.metrics)
     bytesIn = 0
     bytesOut = 0
@@ -130,8 +133,9 @@ class UpperEchoProtocol(Protocol):
             # the ASCII fast path of dataReceived does not apply
             self._upper = Uppercaser(self.factory.encoding)
         self._sock = eagerSocket(self.transport)
-        self.transport.registerProducer(self.transport, True)
-        self._registered = True
+        if self._sock is None:
+            # every reply goes through the transport's buffer
+            self._register()
         self.factory.connectionOpened(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -172,11 +176,13 @@ class UpperEchoProtocol(Protocol):
                 or t._writeDisconnected
                 or not t.connected
             ):
+                self._register()
                 t.write(data)
                 return
         except AttributeError:
             # Twisted's internals moved under us: stop being clever
             self._sock = None
+            self._register()
             t.write(data)
             return
         try:
@@ -186,7 +192,22 @@ class UpperEchoProtocol(Protocol):
             # tries to send the queued bytes itself
             sent = 0
         if sent < len(data):
+            self._register()
             t.write(data[sent:] if sent else data)
+
+    def _register(self) -> None:
+        """
+        Make the transport its own producer, so that it stops reading while
+        its write buffer is full, unless that is done or over.
+
+        On the eager path this waits for the first reply the kernel does not
+        take at once: until then the transport's buffer stays empty and
+        there is nothing to pause for, and most connections (and every idle
+        one) never pay for the registration.
+        """
+        if not self._registered and not self._producerDone:
+            self._registered = True
+            self.transport.registerProducer(self.transport, True)
 
     def readConnectionLost(self) -> None:
         """
@@ -214,6 +235,7 @@ class UpperEchoProtocol(Protocol):
         Stop being the transport's producer, once: half-close, a dead reader
         and the idle timeout can each end a connection, in any order.
         """
+        self._producerDone = True
         if self._registered:
             self._registered = False
             self.transport.unregisterProducer()
@@ -299,7 +321,9 @@ class UpperEchoFactory(Factory):
         """
         self.connections.add(proto)
         self.connectionsTotal += 1
-        proto._quietSince = self._clock.seconds()
+        # opening counts as activity: the next sweep starts its quiet time
+        # (one shared float for every connection it sees, not one each)
+        proto._active = True
         if self.idleTimeout > 0 and self._sweepCall is None:
             self._sweepCall = self._clock.callLater(self.sweepInterval, self._sweep)
 
