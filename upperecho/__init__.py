@@ -5,10 +5,10 @@ Mount the protocols in your own application::
 
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
-    from upperecho import MAX_DATAGRAM, UpperEchoDatagramProtocol, UpperEchoFactory
+    from upperecho import UpperEchoDatagramProtocol, UpperEchoFactory, listenUDP
 
     serverFromString(reactor, "tcp:12000").listen(UpperEchoFactory())
-    reactor.listenUDP(12000, UpperEchoDatagramProtocol(), maxPacketSize=MAX_DATAGRAM)
+    listenUDP(reactor, 12000, UpperEchoDatagramProtocol())
     reactor.run()
 
 and talk to a server from your own code with the client protocols (inside a
@@ -32,7 +32,7 @@ from upperecho.client import (
 )
 from upperecho.tcp import UpperEchoFactory, UpperEchoProtocol
 from upperecho.transform import Uppercaser, upper
-from upperecho.udp import MAX_DATAGRAM, UpperEchoDatagramProtocol
+from upperecho.udp import MAX_DATAGRAM, UpperEchoDatagramProtocol, listenUDP
 
 __all__ = [
     "MAX_DATAGRAM",
@@ -45,5 +45,6 @@ __all__ = [
     "UpperEchoProtocol",
     "Uppercaser",
     "__version__",
+    "listenUDP",
     "upper",
 ]
