@@ -27,6 +27,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import (
     FakeDatagramTransport,
     MemoryReactor,
+    MemoryReactorClock,
     StringTransport,
 )
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -630,7 +631,7 @@ class DirectDatagramTests(SynchronousTestCase):
         self.assertEqual(self.proto.drops["send-error"], 0)
 
 
-class _PosixListenUDP(MemoryReactor):
+class _PosixListenUDP(MemoryReactorClock):
     """
     A L{MemoryReactor} whose C{listenUDP} is that of Twisted's POSIX
     reactors, as C{upperecho.udp.listenUDP} looks for.
@@ -755,6 +756,23 @@ class BurstReplyTests(SynchronousTestCase):
         client.sendto(b"same", ("127.0.0.1", port.getHost().port))
         port.doRead()
         self.assertEqual(client.recv(100), b"same")
+
+    def test_serviceListensWithBurstPort(self) -> None:
+        """
+        The C{--udp} service of C{twistd upperecho} listens with
+        L{upperecho.udp.listenUDP}, so it gets an L{UpperEchoPort}, and
+        stops listening when it stops.
+        """
+        reactor = _PosixListenUDP()
+        options = upperecho.tap.Options()
+        options.parseOptions(["--udp", "0", "--interface", "127.0.0.1"])
+        service = upperecho.tap.makeService(options, reactor=reactor)
+        service.startService()
+        (port,) = reactor.readers
+        self.assertIs(type(port), upperecho.udp.UpperEchoPort)
+        service.stopService()
+        reactor.advance(0)
+        self.assertEqual(reactor.readers, set())
 
     def test_listenUDP(self) -> None:
         """
