@@ -280,9 +280,8 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
             if self._answered:
                 held.append((data, addr))
                 if len(held) >= MAX_HELD_REPLIES:
+                    self.sendHeldReplies()
                     self._held = []
-                    for reply, to in held:
-                        self._send(reply, to)
                 return
             self._answered = True
         self._send(data, addr)
