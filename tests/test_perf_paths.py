@@ -34,6 +34,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+import upperecho._compat
 import upperecho.allocator
 import upperecho.tap
 import upperecho.tcp
@@ -217,9 +218,9 @@ class EagerDetectionTests(SynchronousTestCase):
         path is not used.
         """
         self.patch(
-            upperecho.tcp,
-            "_EAGER_ATTRIBUTES",
-            (*upperecho.tcp._EAGER_ATTRIBUTES, "_noSuchAttribute"),
+            upperecho._compat,
+            "TCP_SERVER_ATTRIBUTES",
+            (*upperecho._compat.TCP_SERVER_ATTRIBUTES, "_noSuchAttribute"),
         )
         self.assertIsNone(eagerSocket(self.c.transport))
 

@@ -47,8 +47,9 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from upperecho._reactor import reactorOr
 from upperecho.address import hostPort
-from upperecho.transform import _PASSTHROUGH, checkEncoding, isAsciiCompatible
+from upperecho.transform import checkEncoding, codecErrors
 from upperecho.udp import MAX_DATAGRAM, MAX_PAYLOAD_IPV4, MAX_PAYLOAD_IPV6
 
 __all__ = [
@@ -118,14 +119,6 @@ class _Transport(Protocol_):
     def resumeProducing(self) -> None: ...
 
 
-def _codecErrors(encoding: str) -> str:
-    """
-    The codec error handler that makes any byte string round-trip through
-    text in C{encoding}, as L{upperecho.transform} does.
-    """
-    return "surrogateescape" if isAsciiCompatible(encoding) else _PASSTHROUGH
-
-
 class UpperEchoClientProtocol(Protocol):
     """
     A TCP client asking for one line at a time: C{upper(text)} sends
@@ -152,7 +145,7 @@ class UpperEchoClientProtocol(Protocol):
         """
         checkEncoding(encoding)
         self.encoding = encoding
-        errors = _codecErrors(encoding)
+        errors = codecErrors(encoding)
         self._encoder = codecs.getincrementalencoder(encoding)(errors)
         self._decoder = codecs.getincrementaldecoder(encoding)(errors)
         self._waiting: deque[Deferred[str]] = deque()
@@ -253,11 +246,7 @@ class UpperEchoDatagramClientProtocol(DatagramProtocol):
             raise ValueError(f"timeout must be > 0, not {timeout!r}")
         if retries < 0:
             raise ValueError(f"retries must be >= 0, not {retries!r}")
-        if clock is None:
-            from twisted.internet import reactor
-
-            clock = reactor
-        assert clock is not None
+        clock = reactorOr(clock)
         checkEncoding(encoding)
         self.host = host
         self.port = port
@@ -300,7 +289,7 @@ class UpperEchoDatagramClientProtocol(DatagramProtocol):
         """
         Like L{exchange}, for text in the server's encoding.
         """
-        errors = _codecErrors(self.encoding)
+        errors = codecErrors(self.encoding)
         return self.exchange(text.encode(self.encoding, errors)).addCallback(
             lambda reply: reply.decode(self.encoding, errors)
         )
@@ -877,7 +866,7 @@ async def _runTCP(
     proto: Protocol
     if interactive:
         encoding = config["encoding"]
-        errors = _codecErrors(encoding)
+        errors = codecErrors(encoding)
         proto = UpperEchoClientProtocol(encoding)
 
         def request(line: bytes) -> Deferred[bytes]:

@@ -25,7 +25,6 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
-    SSL4ServerEndpoint,
     TCP4ServerEndpoint,
     serverFromString,
 )
@@ -41,6 +40,14 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from upperecho._compat import (
+    raiseListenErrors,
+    sniEndpointType,
+    sslEndpointParts,
+    tlsTransportUsable,
+)
+from upperecho.halfclose import passReadConnectionLost, passWriteConnectionLost
+
 __all__ = [
     "HalfCloseableTLSFactory",
     "HalfCloseableTLSProtocol",
@@ -51,29 +58,6 @@ __all__ = [
 ]
 
 HAPROXY_PREFIX = "haproxy:"
-
-
-def _passReadConnectionLost(wrapper: Any) -> None:
-    """
-    Tell the protocol inside C{wrapper} that its peer will send no more, or,
-    if it cannot take a half-close, close the connection as Twisted would.
-    """
-    wrapped = wrapper.wrappedProtocol
-    if wrapped is not None and IHalfCloseableProtocol.providedBy(wrapped):
-        wrapped.readConnectionLost()
-    else:
-        wrapper.loseConnection()
-
-
-def _passWriteConnectionLost(wrapper: Any) -> None:
-    """
-    Tell the protocol inside C{wrapper} that its peer reads no more.
-    """
-    wrapped = wrapper.wrappedProtocol
-    if wrapped is not None and IHalfCloseableProtocol.providedBy(wrapped):
-        wrapped.writeConnectionLost()
-    else:
-        wrapper.loseConnection()
 
 
 @implementer(IHalfCloseableProtocol)
@@ -122,7 +106,7 @@ class HalfCloseableTLSProtocol(BufferingTLSTransport):
                 break
             except ZeroReturnError:
                 self._peerEnded = True
-                _passReadConnectionLost(self)
+                passReadConnectionLost(self)
             except Error:
                 # a broken session: the base class's own handling
                 self._tlsShutdownFinished(Failure())
@@ -144,13 +128,13 @@ class HalfCloseableTLSProtocol(BufferingTLSTransport):
         if not self._handshakeDone:
             self.transport.loseConnection()
             return
-        _passReadConnectionLost(self)
+        passReadConnectionLost(self)
 
     def writeConnectionLost(self) -> None:
         """
         The peer reads no more: let the protocol stop.
         """
-        _passWriteConnectionLost(self)
+        passWriteConnectionLost(self)
 
     def _shutdownTLS(self) -> None:
         super()._shutdownTLS()
@@ -235,22 +219,20 @@ def _asHalfCloseableTLS(
     """
     The L{TLSServerEndpoint} equivalent to Twisted's C{ssl:} or C{tls:}
     (SNI, directory of PEM files) server endpoint C{endpoint}, or C{None}
-    for any other endpoint.
+    for any other endpoint, and for every endpoint when this Twisted's TLS
+    transport lacks what L{HalfCloseableTLSProtocol} builds on.
     """
-    if isinstance(endpoint, SSL4ServerEndpoint) and all(
-        hasattr(endpoint, name)
-        for name in ("_sslContextFactory", "_port", "_backlog", "_interface")
-    ):
-        tcp = TCP4ServerEndpoint(
-            reactor, endpoint._port, endpoint._backlog, endpoint._interface
-        )
-        return TLSServerEndpoint(reactor, tcp, endpoint._sslContextFactory)
-    try:
-        from twisted.protocols._sni import TLSServerEndpoint as SNIEndpoint
-    except ImportError:  # Twisted before the tls: server endpoint
+    if not tlsTransportUsable():
         return None
-    if isinstance(endpoint, SNIEndpoint):
-        return TLSServerEndpoint(reactor, endpoint.endpoint, endpoint.connectionCreator)
+    parts = sslEndpointParts(endpoint)
+    if parts is not None:
+        port, backlog, interface, contextFactory = parts
+        tcp = TCP4ServerEndpoint(reactor, port, backlog, interface)
+        return TLSServerEndpoint(reactor, tcp, contextFactory)
+    sniEndpoint = sniEndpointType()
+    if sniEndpoint is not None and isinstance(endpoint, sniEndpoint):
+        sni: Any = endpoint
+        return TLSServerEndpoint(reactor, sni.endpoint, sni.connectionCreator)
     return None
 
 
@@ -317,5 +299,5 @@ def endpointService(
     L{twisted.application.strports.service} does.
     """
     svc = StreamServerEndpointService(serverEndpoint(reactor, description), factory)
-    svc._raiseSynchronously = True
+    raiseListenErrors(svc)
     return svc

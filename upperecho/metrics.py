@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+from twisted.application import strports
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.endpoints import serverFromString
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -166,7 +166,6 @@ def metricsService(
     root.putChild(b"metrics", MetricsResource(metricsRegistry(factory, datagram)))
     site = Site(root)
     site.noisy = False
-    svc = StreamServerEndpointService(serverFromString(reactor, description), site)
-    svc._raiseSynchronously = True
+    svc = strports.service(description, site, reactor=reactor)
     svc.setName(f"--metrics {description}")
     return svc

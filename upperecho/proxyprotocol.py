@@ -7,10 +7,10 @@ L{IHalfCloseableProtocol}, so a client's FIN closes the connection before the
 replies still owed are written.  These subclasses fix that, and parse a
 header that arrives split over several reads.
 
-They build on Twisted's I{private} parser modules
-(C{twisted.protocols.haproxy._v1parser} and friends); L{upperecho.endpoints}
-imports this module lazily and falls back to Twisted's own wrapper, with a
-warning, if a Twisted release moves them.
+They build on Twisted's I{private} parser modules, which
+L{upperecho._compat} imports; L{upperecho.endpoints} imports this module
+lazily and falls back to Twisted's own wrapper, with a warning, if a Twisted
+release moves them.
 """
 
 from __future__ import annotations
@@ -19,20 +19,17 @@ from typing import Any
 
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
 from twisted.logger import Logger
-from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
-from twisted.protocols.haproxy._v1parser import V1Parser
-from twisted.protocols.haproxy._v2parser import V2Parser
-from twisted.protocols.haproxy._wrapper import (
-    HAProxyProtocolWrapper,
-    HAProxyWrappingFactory,
-)
 from zope.interface import implementer
 
-from upperecho.address import addressText
-from upperecho.endpoints import (
-    _passReadConnectionLost,
-    _passWriteConnectionLost,
+from upperecho._compat import (
+    HAProxyProtocolWrapper,
+    HAProxyWrappingFactory,
+    InvalidProxyHeader,
+    V1Parser,
+    V2Parser,
 )
+from upperecho.address import addressText
+from upperecho.halfclose import passReadConnectionLost, passWriteConnectionLost
 
 __all__ = ["HalfCloseableHAProxyFactory", "HalfCloseableHAProxyWrapper"]
 
@@ -114,13 +111,13 @@ class HalfCloseableHAProxyWrapper(HAProxyProtocolWrapper):
         """
         The proxy shut its sending side: let the protocol answer what it owes.
         """
-        _passReadConnectionLost(self)
+        passReadConnectionLost(self)
 
     def writeConnectionLost(self) -> None:
         """
         The proxy reads no more: let the protocol stop.
         """
-        _passWriteConnectionLost(self)
+        passWriteConnectionLost(self)
 
 
 class HalfCloseableHAProxyFactory(HAProxyWrappingFactory):

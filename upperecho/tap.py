@@ -21,6 +21,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger
 from twisted.python import usage
 
+from upperecho._reactor import reactorOr
 from upperecho.allocator import tuneAllocator
 from upperecho.endpoints import endpointService
 from upperecho.impair import Impairment
@@ -378,10 +379,7 @@ def makeService(
     @param reactor: the reactor to listen with (tests pass a fake); the
         global reactor by default.
     """
-    if reactor is None:
-        from twisted.internet import reactor as globalReactor
-
-        reactor = globalReactor
+    reactor = reactorOr(reactor)
     top = UpperEchoService()
     listens: Sequence[str] = config.get("listen", [])
     factory = None

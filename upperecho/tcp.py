@@ -21,11 +21,12 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.internet.tcp import Server as _TCPServer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from upperecho._compat import eagerSocket
+from upperecho._reactor import reactorOr
 from upperecho.address import addressText
 from upperecho.throttle import LogThrottle
 from upperecho.transform import (
@@ -34,7 +35,7 @@ from upperecho.transform import (
     isAsciiCompatible,
 )
 
-__all__ = ["UpperEchoFactory", "UpperEchoProtocol"]
+__all__ = ["UpperEchoFactory", "UpperEchoProtocol", "eagerSocket"]
 
 
 class StreamTransport(Protocol_):
@@ -49,47 +50,6 @@ class StreamTransport(Protocol_):
     def loseConnection(self) -> None: ...
     def abortConnection(self) -> None: ...
     def getPeer(self) -> IAddress: ...
-
-
-#: what L{eagerSocket} reads of a C{twisted.internet.tcp.Server}: its socket
-#: and the state of its write buffer (L{twisted.internet.abstract})
-_EAGER_ATTRIBUTES = (
-    "socket",
-    "dataBuffer",
-    "_tempDataLen",
-    "connected",
-    "disconnecting",
-    "_writeDisconnected",
-    "TLS",
-)
-
-
-def eagerSocket(transport: object) -> socket.socket | None:
-    """
-    The socket that L{UpperEchoProtocol} may C{send()} on directly, or
-    C{None} when every write must go through C{transport.write}.
-
-    C{transport.write} of a Twisted TCP connection only appends to a buffer
-    and asks the reactor for a write event (C{epoll_ctl}); the bytes go out on
-    the next reactor pass, which then asks the reactor to stop (C{epoll_ctl}
-    again).  For a request/response service that doubles the cost of every
-    request (twisted#5303).  Sending at once while nothing is queued is what
-    asyncio and uvloop do.
-
-    That needs private attributes, so only a plain C{tcp.Server} qualifies
-    (not a subclass, not TLS, not the C{haproxy:} or any other wrapper, not
-    UNIX, not a test transport), and only if everything the fast path reads
-    is there: a Twisted that changes its internals costs speed, never
-    correctness.  Called once per connection, so it is kept cheap.
-    """
-    if type(transport) is not _TCPServer:
-        return None
-    for name in _EAGER_ATTRIBUTES:
-        if not hasattr(transport, name):
-            return None
-    sock = transport.socket
-    # a tcp.Server's socket is a connected SOCK_STREAM socket.socket
-    return sock if isinstance(sock, socket.socket) else None
 
 
 @implementer(IHalfCloseableProtocol)
@@ -136,6 +96,9 @@ class UpperEchoProtocol(Protocol):
         if self._sock is None:
             # every reply goes through the transport's buffer
             self._register()
+        # opening counts as activity: the next idle sweep starts its quiet
+        # time (one shared float for every connection it sees, not one each)
+        self._active = True
         self.factory.connectionOpened(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -240,6 +203,29 @@ class UpperEchoProtocol(Protocol):
             self._registered = False
             self.transport.unregisterProducer()
 
+    def sweepIdle(self, now: float, timeout: float) -> bool:
+        """
+        The factory's idle sweep looks at this connection, every so often.
+
+        A connection that read since the last look starts its quiet time
+        now; one silent for C{timeout} seconds is asked to close; one still
+        there a whole sweep after that is not reading what it is owed, so
+        it is dropped without waiting.
+
+        @return: whether this look asked the connection to close.
+        """
+        if self._active:
+            self._active = False
+            self._quietSince = now
+        elif self._closing:
+            self.transport.abortConnection()
+        elif now - self._quietSince >= timeout:
+            self._closing = True
+            self._unregister()
+            self.transport.loseConnection()
+            return True
+        return False
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.factory.connectionClosed(self)
 
@@ -273,11 +259,7 @@ class UpperEchoFactory(Factory):
         clock: IReactorTime | None = None,
     ) -> None:
         checkEncoding(encoding)
-        if clock is None:
-            from twisted.internet import reactor
-
-            clock = reactor
-        assert clock is not None
+        clock = reactorOr(clock)
         self.encoding = encoding
         self.maxConnections = maxConnections
         self.idleTimeout = float(idleTimeout)
@@ -321,9 +303,6 @@ class UpperEchoFactory(Factory):
         """
         self.connections.add(proto)
         self.connectionsTotal += 1
-        # opening counts as activity: the next sweep starts its quiet time
-        # (one shared float for every connection it sees, not one each)
-        proto._active = True
         if self.idleTimeout > 0 and self._sweepCall is None:
             self._sweepCall = self._clock.callLater(self.sweepInterval, self._sweep)
 
@@ -349,14 +328,7 @@ class UpperEchoFactory(Factory):
         self._sweepCall = None
         now = self._clock.seconds()
         for proto in list(self.connections):
-            if proto._active:
-                proto._active = False
-                proto._quietSince = now
-            elif proto._closing:
-                # still there a whole sweep after loseConnection: its peer is
-                # not reading what is owed, so drop it without waiting.
-                proto.transport.abortConnection()
-            elif now - proto._quietSince >= self.idleTimeout:
+            if proto.sweepIdle(now, self.idleTimeout):
                 self.idleClosed += 1
                 peer = proto.transport.getPeer()
                 key = ("idle-timeout", getattr(peer, "host", None))
@@ -366,9 +338,6 @@ class UpperEchoFactory(Factory):
                         peer=addressText(peer),
                         timeout=self.idleTimeout,
                     )
-                proto._closing = True
-                proto._unregister()
-                proto.transport.loseConnection()
         if self.connections:
             self._sweepCall = self._clock.callLater(self.sweepInterval, self._sweep)
 

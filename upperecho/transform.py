@@ -23,6 +23,7 @@ import functools
 __all__ = [
     "Uppercaser",
     "checkEncoding",
+    "codecErrors",
     "isAsciiCompatible",
     "upper",
 ]
@@ -86,6 +87,15 @@ def isAsciiCompatible(encoding: str) -> bool:
         return False
 
 
+def codecErrors(encoding: str) -> str:
+    """
+    The codec error handler with which any byte string round-trips through
+    text in C{encoding}: C{surrogateescape} (native, fast) where the
+    encoding is ASCII-compatible, else one that escapes every byte value.
+    """
+    return "surrogateescape" if isAsciiCompatible(encoding) else _PASSTHROUGH
+
+
 def checkEncoding(encoding: str) -> str:
     """
     Validate a text encoding name for use with L{Uppercaser}.
@@ -126,7 +136,7 @@ def _passesBytesThrough(encoding: str) -> bool:
     (idna, punycode) break one or the other, so they are refused up front
     rather than found out by a client.
     """
-    errors = "surrogateescape" if isAsciiCompatible(encoding) else _PASSTHROUGH
+    errors = codecErrors(encoding)
     samples = [b"", *(bytes([b]) for b in range(256)), b"\x81 ", b"\xe4\xb8", b"+-"]
     try:
         samples.append("aé€中ß".encode(encoding, "ignore"))
@@ -169,8 +179,7 @@ class Uppercaser:
         self.encoding = encoding
         self._ascii = isAsciiCompatible(encoding)
         self._utf8 = _isUtf8(encoding)
-        # The C codecs handle surrogateescape natively and much faster.
-        self._errors = "surrogateescape" if self._ascii else _PASSTHROUGH
+        self._errors = codecErrors(encoding)
         self._decoder: codecs.IncrementalDecoder | None = None
         self._encoder: codecs.IncrementalEncoder | None = None
         self._pending = False

@@ -22,6 +22,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.udp import Port as _UDPPort
 from twisted.logger import Logger
 
+from upperecho._compat import unconnectedUDPSocket
+from upperecho._reactor import reactorOr
 from upperecho.throttle import LogThrottle, SourceRateLimiter
 from upperecho.transform import (
     checkEncoding,
@@ -126,14 +128,7 @@ def directSocket(transport: object) -> socket.socket | None:
     (or an L{UpperEchoPort}; not another subclass, not multicast, not a test
     transport).
     """
-    if type(transport) not in (_UDPPort, UpperEchoPort):
-        return None
-    if getattr(transport, "_connectedAddr", True) is not None:
-        return None
-    sock = getattr(transport, "socket", None)
-    if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_DGRAM:
-        return None
-    return sock
+    return unconnectedUDPSocket(transport, (_UDPPort, UpperEchoPort))
 
 
 class UpperEchoDatagramProtocol(DatagramProtocol):
@@ -169,11 +164,7 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
         impairment: ReplyWriter | None = None,
     ) -> None:
         checkEncoding(encoding)
-        if clock is None:
-            from twisted.internet import reactor
-
-            clock = reactor
-        assert clock is not None
+        clock = reactorOr(clock)
         self.encoding = encoding
         self.ownPorts = set(ownPorts)
         self.impairment = impairment

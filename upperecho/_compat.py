@@ -1,0 +1,289 @@
+# -*- test-case-name: tests.unit.test_compat -*-
+"""
+Every private Twisted name upperecho uses, in one place.
+
+Twisted does not promise to keep a name that starts with an underscore, so
+each one upperecho relies on is listed in L{PRIVATE_NAMES} with the Twisted
+release it was read from, and is reached only through this module, behind a
+guard with a fallback: a Twisted upgrade that moves one costs a feature its
+speed or its half-close fix, never correctness, and auditing an upgrade is
+reading this one file (C{tests/unit/test_compat.py} fails on the first name
+that is gone).
+
+The guards, from cheapest to most drastic fallback:
+
+  - L{eagerSocket}: the TCP fast path checks a transport's type and every
+    attribute it reads, per connection; without them, writes go through
+    C{transport.write} (slower, same bytes);
+  - L{unconnectedUDPSocket}: the UDP fast path, likewise;
+  - L{tlsTransportUsable}: the half-closeable TLS transport overrides
+    private methods of C{BufferingTLSTransport}; without them,
+    L{upperecho.endpoints} serves Twisted's own TLS wrapper;
+  - the PROXY-protocol parser classes are imported here; if they move, this
+    module simply lacks them, C{upperecho.proxyprotocol} fails to import, and
+    L{upperecho.endpoints} serves Twisted's own C{haproxy:} wrapper;
+  - L{sslEndpointParts} and L{sniEndpointType}: without them a C{ssl:} or
+    C{tls:} endpoint is served by Twisted's own wrapper;
+  - L{raiseListenErrors}: without it a failure to listen is logged by
+    Twisted instead of ending start-up with one line.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.endpoints import SSL4ServerEndpoint
+from twisted.internet.tcp import Server as TCPServer
+from twisted.internet.udp import Port as UDPPort
+
+__all__ = [
+    "PRIVATE_NAMES",
+    "PrivateNames",
+    "definesAttribute",
+    "eagerSocket",
+    "raiseListenErrors",
+    "sniEndpointType",
+    "sslEndpointParts",
+    "tlsTransportUsable",
+    "unconnectedUDPSocket",
+]
+
+#: the Twisted release every name below was read from (the oldest that
+#: setup.cfg allows)
+AUDITED = "26.10.0"
+
+
+@dataclass(frozen=True)
+class PrivateNames:
+    """
+    Private names upperecho reads in one Twisted module or class.
+
+    @ivar where: the module, or C{module:Class}.
+    @ivar names: the private attributes (or submodules) used there.
+    @ivar why: what upperecho needs them for, and what it does without.
+    @ivar twisted: the Twisted release they were read from.
+    """
+
+    where: str
+    names: tuple[str, ...]
+    why: str
+    twisted: str = AUDITED
+
+
+#: what L{eagerSocket} checks, and C{UpperEchoProtocol._write} then reads, of
+#: a C{twisted.internet.tcp.Server}: its socket and its write buffer's state
+TCP_SERVER_ATTRIBUTES = (
+    "socket",
+    "dataBuffer",
+    "_tempDataLen",
+    "connected",
+    "disconnecting",
+    "_writeDisconnected",
+    "TLS",
+)
+
+#: the private parts of C{BufferingTLSTransport} that
+#: L{upperecho.endpoints.HalfCloseableTLSProtocol} reads or overrides
+TLS_TRANSPORT_ATTRIBUTES = (
+    "_tlsConnection",
+    "_flushReceiveBIO",
+    "_flushSendBIO",
+    "_lostTLSConnection",
+    "_aborted",
+    "_tlsShutdownFinished",
+    "_handshakeDone",
+    "_shutdownTLS",
+)
+
+#: what L{sslEndpointParts} reads of an C{ssl:} server endpoint
+SSL_ENDPOINT_ATTRIBUTES = ("_port", "_sslContextFactory", "_backlog", "_interface")
+
+PRIVATE_NAMES = (
+    PrivateNames(
+        "twisted.internet.tcp:Server",
+        tuple(n for n in TCP_SERVER_ATTRIBUTES if n.startswith("_")),
+        "eager send on plain TCP (upperecho.tcp); else transport.write",
+    ),
+    PrivateNames(
+        "twisted.internet.udp:Port",
+        ("_connectedAddr",),
+        "direct sendto on an unconnected port (upperecho.udp); else transport.write",
+    ),
+    PrivateNames(
+        "twisted.protocols.tls:BufferingTLSTransport",
+        TLS_TRANSPORT_ATTRIBUTES,
+        "half-close over TLS (upperecho.endpoints); else Twisted's TLS wrapper",
+    ),
+    PrivateNames(
+        "twisted.internet.endpoints:SSL4ServerEndpoint",
+        SSL_ENDPOINT_ATTRIBUTES,
+        "half-close on ssl: endpoints; else Twisted's TLS wrapper",
+    ),
+    PrivateNames(
+        "twisted.protocols",
+        ("_sni",),
+        "half-close on tls: endpoints (TLSServerEndpoint); else Twisted's",
+    ),
+    PrivateNames(
+        "twisted.protocols.haproxy",
+        ("_exceptions", "_v1parser", "_v2parser", "_wrapper"),
+        "half-close and split headers behind haproxy: "
+        "(upperecho.proxyprotocol); else Twisted's haproxy: wrapper",
+    ),
+    PrivateNames(
+        "twisted.protocols.haproxy._wrapper:HAProxyProtocolWrapper",
+        ("_proxyInfo", "_parser"),
+        "the same: the parser state the wrapper subclass drives",
+    ),
+    PrivateNames(
+        "twisted.application.internet:StreamServerEndpointService",
+        ("_raiseSynchronously",),
+        "a failure to listen ends start-up with one line, as "
+        "twisted.application.strports.service does",
+    ),
+)
+
+
+def definesAttribute(cls: type, name: str) -> bool:
+    """
+    Whether instances of C{cls} have attribute C{name}: a class attribute
+    or method, or one that a method of C{cls} or of a base class assigns
+    (such as C{_tlsConnection}, set when the connection is made).
+    """
+    if hasattr(cls, name):
+        return True
+    for klass in cls.__mro__:
+        for value in vars(klass).values():
+            code = getattr(value, "__code__", None)
+            if code is not None and name in code.co_names:
+                return True
+    return False
+
+
+def eagerSocket(transport: object) -> socket.socket | None:
+    """
+    The socket that L{UpperEchoProtocol<upperecho.tcp.UpperEchoProtocol>}
+    may C{send()} on directly, or C{None} when every write must go through
+    C{transport.write}.
+
+    C{transport.write} of a Twisted TCP connection only appends to a buffer
+    and asks the reactor for a write event (C{epoll_ctl}); the bytes go out on
+    the next reactor pass, which then asks the reactor to stop (C{epoll_ctl}
+    again).  For a request/response service that doubles the cost of every
+    request (twisted#5303).  Sending at once while nothing is queued is what
+    asyncio and uvloop do.
+
+    That needs private attributes, so only a plain C{tcp.Server} qualifies
+    (not a subclass, not TLS, not the C{haproxy:} or any other wrapper, not
+    UNIX, not a test transport), and only if everything the fast path reads
+    (L{TCP_SERVER_ATTRIBUTES}) is there: a Twisted that changes its
+    internals costs speed, never correctness.  Called once per connection,
+    so it is kept cheap.
+    """
+    if type(transport) is not TCPServer:
+        return None
+    for name in TCP_SERVER_ATTRIBUTES:
+        if not hasattr(transport, name):
+            return None
+    sock = transport.socket
+    # a tcp.Server's socket is a connected SOCK_STREAM socket.socket
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def unconnectedUDPSocket(
+    transport: object, portTypes: tuple[type, ...] = (UDPPort,)
+) -> socket.socket | None:
+    """
+    The datagram socket of C{transport} if it is exactly one of
+    C{portTypes} (a plain C{udp.Port} by default) and not connected to one
+    peer, else C{None}.  A Twisted without C{_connectedAddr} gives C{None}.
+    """
+    if type(transport) not in portTypes:
+        return None
+    if getattr(transport, "_connectedAddr", True) is not None:
+        return None
+    sock = getattr(transport, "socket", None)
+    if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_DGRAM:
+        return None
+    return sock
+
+
+def tlsTransportUsable() -> bool:
+    """
+    Whether C{BufferingTLSTransport} still has every private part the
+    half-closeable TLS transport builds on.
+    """
+    try:
+        from twisted.protocols.tls import BufferingTLSTransport
+    except ImportError:  # pragma: no cover - Twisted without TLS support
+        return False
+    return all(
+        definesAttribute(BufferingTLSTransport, n) for n in TLS_TRANSPORT_ATTRIBUTES
+    )
+
+
+def sslEndpointParts(endpoint: object) -> tuple[int, int, str, Any] | None:
+    """
+    The port, backlog, interface and context factory of an C{ssl:} server
+    endpoint, or C{None} for any other endpoint or a Twisted that keeps
+    them elsewhere.
+    """
+    if not isinstance(endpoint, SSL4ServerEndpoint) or not all(
+        hasattr(endpoint, name) for name in SSL_ENDPOINT_ATTRIBUTES
+    ):
+        return None
+    return (
+        endpoint._port,
+        endpoint._backlog,
+        endpoint._interface,
+        endpoint._sslContextFactory,
+    )
+
+
+def sniEndpointType() -> type | None:
+    """
+    The class of Twisted's C{tls:} server endpoint (SNI, a directory of PEM
+    files), or C{None} in a Twisted without it.  Its C{endpoint} and
+    C{connectionCreator} attributes are public.
+    """
+    try:
+        from twisted.protocols._sni import TLSServerEndpoint
+    except ImportError:
+        return None
+    return TLSServerEndpoint
+
+
+def raiseListenErrors(service: StreamServerEndpointService) -> None:
+    """
+    Make C{service} raise a failure to listen from C{privilegedStartService}
+    (as L{twisted.application.strports.service} does for its own), so that
+    start-up can report it; a Twisted without the switch logs it instead.
+    """
+    if hasattr(service, "_raiseSynchronously"):
+        service._raiseSynchronously = True
+
+
+# The PROXY-protocol parser and wrapper: if a Twisted release moves them,
+# these names are missing here, importing them from this module fails, and
+# upperecho.endpoints falls back to Twisted's own haproxy: wrapper.
+try:
+    from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+    from twisted.protocols.haproxy._v1parser import V1Parser
+    from twisted.protocols.haproxy._v2parser import V2Parser
+    from twisted.protocols.haproxy._wrapper import (
+        HAProxyProtocolWrapper,
+        HAProxyWrappingFactory,
+    )
+except ImportError:  # pragma: no cover - depends on the Twisted release
+    pass
+else:
+    __all__ += [
+        "HAProxyProtocolWrapper",
+        "HAProxyWrappingFactory",
+        "InvalidProxyHeader",
+        "V1Parser",
+        "V2Parser",
+    ]
