@@ -19,6 +19,8 @@ $(BIN)/python:
 # hides twisted/plugins from twistd.  Reinstalled on each run so the
 # installed copy is the working tree.
 install: $(BIN)/python
+	# a stale build/ would put modules that no longer exist into the wheel
+	rm -rf build
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check ".[test,tls]"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall .
 	$(BIN)/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import io
 import sys
-import types
 from typing import Any
 
 from twisted.internet import error
@@ -22,16 +21,19 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import directlyProvides
 from zope.interface.verify import verifyObject
 
+import upperecho.scripts.probe.command
 from upperecho.client import (
     ConnectionClosedError,
     NoReplyError,
-    Options,
     UpperEchoClientProtocol,
     UpperEchoDatagramClientProtocol,
+)
+from upperecho.scripts._common import describe
+from upperecho.scripts.client import (
+    Options,
     UpperEchoPipeProtocol,
     _LineSession,
     _StdioSide,
-    describe,
     main,
 )
 from upperecho.transform import Uppercaser, upper
@@ -674,25 +676,6 @@ class MainTests(SynchronousTestCase):
         self.stderr = io.StringIO()
         self.patch(sys, "stderr", self.stderr)
 
-    def replaceModule(self, module: types.ModuleType | None) -> None:
-        """
-        Put C{module} in C{sys.modules} as C{upperecho.probe} for this test
-        (C{None} makes importing it fail), whether or not the real probe
-        module is installed.
-        """
-        name = "upperecho.probe"
-        missing = object()
-        old = sys.modules.get(name, missing)
-        sys.modules[name] = module  # type: ignore[assignment]
-
-        def restore() -> None:
-            if old is missing:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = old  # type: ignore[assignment]
-
-        self.addCleanup(restore)
-
     def test_badOption(self) -> None:
         """
         A bad option is one line on stderr and status 2.
@@ -705,29 +688,15 @@ class MainTests(SynchronousTestCase):
 
     def test_probeDispatch(self) -> None:
         """
-        C{--probe} anywhere hands the whole argument list to
-        C{upperecho.probe.main} and returns its status.
+        C{--probe} anywhere hands the whole argument list to the probe
+        command's C{main} and returns its status.
         """
         seen: list[list[str]] = []
-        fake = types.ModuleType("upperecho.probe")
 
         def probeMain(argv: list[str]) -> int:
             seen.append(argv)
             return 7
 
-        fake.main = probeMain  # type: ignore[attr-defined]
-        self.replaceModule(fake)
+        self.patch(upperecho.scripts.probe.command, "main", probeMain)
         self.assertEqual(main(["-c", "3", "--probe", "h"]), 7)
         self.assertEqual(seen, [["-c", "3", "--probe", "h"]])
-
-    def test_probeMissing(self) -> None:
-        """
-        Without the probe module, C{--probe} is one clear line, status 2.
-        """
-        self.replaceModule(None)
-        self.assertEqual(main(["--probe"]), 2)
-        self.assertEqual(
-            self.stderr.getvalue(),
-            "upperecho-client: --probe is not available: "
-            "this installation has no upperecho.probe\n",
-        )

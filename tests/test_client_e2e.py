@@ -33,9 +33,8 @@ from upperecho.client import (
     NoReplyError,
     UpperEchoClientProtocol,
     UpperEchoDatagramClientProtocol,
-    UpperEchoPipeProtocol,
-    _StdioSide,
 )
+from upperecho.scripts.client import UpperEchoPipeProtocol, _StdioSide
 from upperecho.tcp import UpperEchoFactory
 from upperecho.transform import upper
 from upperecho.udp import MAX_DATAGRAM, UpperEchoDatagramProtocol

@@ -1,5 +1,5 @@
 """
-End-to-end tests of probe mode: C{python -m upperecho.probe} as a subprocess
+End-to-end tests of probe mode: C{python -m upperecho.scripts.probe} as a subprocess
 against a real C{twistd -n upperecho}, and against a plain echo server
 written here (whose replies are never uppercased).
 """
@@ -30,7 +30,7 @@ from tests.helpers import (
     waitForUDP,
 )
 
-PROBE = [sys.executable, "-m", "upperecho.probe", "--probe"]
+PROBE = [sys.executable, "-m", "upperecho.scripts.probe", "--probe"]
 
 
 def probe(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -230,7 +230,7 @@ def test_refused() -> None:
     r = probe("-c", "2", "127.0.0.1", str(port))
     assert r.returncode == 2
     assert r.stderr.splitlines() == [
-        f"upperecho-client: connection refused by 127.0.0.1:{port}"
+        f"upperecho-client: cannot connect to 127.0.0.1:{port}: connection refused"
     ]
     r = probe("--udp", "-c", "2", "-i", "0.1", "127.0.0.1", str(port))
     assert r.returncode == 2

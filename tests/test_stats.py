@@ -1,5 +1,5 @@
 """
-Tests for L{upperecho.stats}: table cases and hypothesis properties for the
+Tests for L{upperecho.scripts.probe.stats}: table cases and hypothesis properties for the
 percentiles, the histogram and the probe classification.
 """
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import assertNear
-from upperecho.stats import (
+from upperecho.scripts.probe.stats import (
     BUCKET_BOUNDS,
     Distribution,
     Tally,

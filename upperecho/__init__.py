@@ -28,7 +28,6 @@ from upperecho.client import (
     NoReplyError,
     UpperEchoClientProtocol,
     UpperEchoDatagramClientProtocol,
-    UpperEchoPipeProtocol,
 )
 from upperecho.tcp import UpperEchoFactory, UpperEchoProtocol
 from upperecho.transform import Uppercaser, upper
@@ -41,7 +40,6 @@ __all__ = [
     "UpperEchoDatagramClientProtocol",
     "UpperEchoDatagramProtocol",
     "UpperEchoFactory",
-    "UpperEchoPipeProtocol",
     "UpperEchoProtocol",
     "Uppercaser",
     "__version__",

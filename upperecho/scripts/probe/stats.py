@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_stats -*-
+# -*- test-case-name: tests.unit.test_probe_stats -*-
 """
 Pure statistics for the probe mode: latency distributions, log-spaced
 histograms and the bookkeeping that classifies every probe.
