@@ -21,7 +21,7 @@ $(BIN)/python:
 install: $(BIN)/python
 	# a stale build/ would put modules that no longer exist into the wheel
 	rm -rf build
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check ".[test,tls]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check ".[test]"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall .
 	$(BIN)/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
 
@@ -35,9 +35,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy upperecho twisted/plugins tests
 
+# Each test runs once: trial runs the trial-style classes, pytest the rest.
 unit: install
 	$(BIN)/python -m twisted.trial --reporter=text tests
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --no-trial-classes
 
 test: lint typecheck unit
 

@@ -31,6 +31,7 @@ The guards, from cheapest to most drastic fallback:
 from __future__ import annotations
 
 import socket
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,7 +87,7 @@ TCP_SERVER_ATTRIBUTES = (
 )
 
 #: the private parts of C{BufferingTLSTransport} that
-#: L{upperecho.endpoints.HalfCloseableTLSProtocol} reads or overrides
+#: L{upperecho.tls.HalfCloseableTLSProtocol} reads or overrides
 TLS_TRANSPORT_ATTRIBUTES = (
     "_tlsConnection",
     "_flushReceiveBIO",
@@ -115,7 +116,7 @@ PRIVATE_NAMES = (
     PrivateNames(
         "twisted.protocols.tls:BufferingTLSTransport",
         TLS_TRANSPORT_ATTRIBUTES,
-        "half-close over TLS (upperecho.endpoints); else Twisted's TLS wrapper",
+        "half-close over TLS (upperecho.tls); else Twisted's TLS wrapper",
     ),
     PrivateNames(
         "twisted.internet.endpoints:SSL4ServerEndpoint",
@@ -246,14 +247,14 @@ def sslEndpointParts(endpoint: object) -> tuple[int, int, str, Any] | None:
 def sniEndpointType() -> type | None:
     """
     The class of Twisted's C{tls:} server endpoint (SNI, a directory of PEM
-    files), or C{None} in a Twisted without it.  Its C{endpoint} and
-    C{connectionCreator} attributes are public.
+    files), or C{None} while its module is not loaded (no such endpoint can
+    exist then, and importing it would load pyOpenSSL) or in a Twisted
+    without it.  Its C{endpoint} and C{connectionCreator} attributes are
+    public.
     """
-    try:
-        from twisted.protocols._sni import TLSServerEndpoint
-    except ImportError:
-        return None
-    return TLSServerEndpoint
+    module = sys.modules.get("twisted.protocols._sni")
+    found = getattr(module, "TLSServerEndpoint", None)
+    return found if isinstance(found, type) else None
 
 
 def raiseListenErrors(service: StreamServerEndpointService) -> None:

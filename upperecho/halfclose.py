@@ -1,12 +1,10 @@
-# -*- test-case-name: tests.unit.test_halfclose -*-
 """
 Passing a peer's half-close through a protocol wrapper.
 
-Twisted's TLS and PROXY-protocol wrappers do not provide
-L{IHalfCloseableProtocol}, so the protocol they wrap never hears that its
-peer has stopped sending (or reading).  The wrappers in
-L{upperecho.endpoints} and L{upperecho.proxyprotocol} call these two
-functions to pass it on.
+Twisted's PROXY-protocol and TLS wrappers do not provide
+L{IHalfCloseableProtocol}, so upperecho's subclasses of them
+(L{upperecho.proxyprotocol}, L{upperecho.tls}) hand the two half-close
+events to the protocol they wrap with these functions.
 """
 
 from __future__ import annotations

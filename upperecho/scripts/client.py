@@ -38,6 +38,7 @@ from upperecho.client import (
     UpperEchoClientProtocol,
     UpperEchoDatagramClientProtocol,
 )
+from upperecho.optional import missingTLS, usesTLS
 from upperecho.scripts._common import (
     ExitStatus,
     Run,
@@ -421,6 +422,10 @@ async def _runTCP(reactor: Any, config: Options, run: Run) -> ExitStatus:
     interactive = os.isatty(0)
     if config["connect"] is not None:
         target = config["connect"]
+        missing = missingTLS() if usesTLS(target) else None
+        if missing:
+            run.say(f"--connect {target}: {missing}")
+            return ExitStatus.ERROR
         try:
             endpoint = clientFromString(reactor, target)
         except Exception as e:
