@@ -1,6 +1,7 @@
 # Two commands for a fresh machine (see README.rst):
 #   make run    set up .venv if missing, install upperecho, run the server
 #   make test   set up .venv if missing, install upperecho, lint, type-check, test
+#   make unit   the fast unit tests alone (tests/unit), for while you edit
 #   make bench  upperecho vs asyncio, uvloop and a C epoll server (a few minutes;
 #               make bench-quick: about a minute per server).  Not part of test.
 PYTHON ?= python3
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 TCP ?= 12000
 UDP ?= 12001
 
-.PHONY: run test lint typecheck unit install venv clean soak bench bench-quick
+.PHONY: run test alltests lint typecheck unit install venv clean soak bench bench-quick
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,12 @@ install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check ".[test]"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall .
 	$(BIN)/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+	touch $(VENV)/.installed
+
+# The unit tests import the working tree: they need the dependencies, not a
+# fresh install of upperecho, so once installed `make unit` skips pip.
+$(VENV)/.installed:
+	$(MAKE) install
 
 run: install
 	$(BIN)/twistd -n --pidfile= upperecho --tcp $(TCP) --udp $(UDP)
@@ -36,17 +43,23 @@ typecheck: install
 	$(BIN)/mypy upperecho twisted/plugins tests
 
 # Each test runs once: trial runs the trial-style classes, pytest the rest.
-unit: install
+# `make unit`: the fast unit tests only (tests/unit: no sockets to other
+# processes, no twistd); `make test`: lint, types, and every test.
+unit: $(VENV)/.installed
+	$(BIN)/python -m twisted.trial --reporter=text tests.unit
+	$(BIN)/python -m pytest -q --no-trial-classes tests/unit
+
+alltests: install
 	$(BIN)/python -m twisted.trial --reporter=text tests
 	$(BIN)/python -m pytest -q --no-trial-classes
 
-test: lint typecheck unit
+test: lint typecheck alltests
 
 # Not part of `make test`: a real twistd on loopback under mixed and abusive
-# clients for SOAK_SECONDS (60), one status line every 5 s (soak/soak.py).
+# clients for SOAK_SECONDS (60), one status line every 5 s (python -m soak.soak).
 SOAK_SECONDS ?= 60
 soak: install
-	$(BIN)/python soak/soak.py --duration $(SOAK_SECONDS)
+	$(BIN)/python -m soak.soak --duration $(SOAK_SECONDS)
 
 # bench/.venv holds uvloop for the peers; gcc builds the load generator and
 # the C reference server.  Results: bench/results*.json and a table on stdout.

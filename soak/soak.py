@@ -15,13 +15,15 @@ the server holds, replies verified, errors.  At the end the server is
 stopped with SIGTERM and its log is searched for tracebacks.  Exit status
 0 when nothing went wrong.
 
-    python soak/soak.py [--duration 60] [--interval 5]
+    python -m soak.soak [--duration 60] [--interval 5]
+
+(from the top of a checkout, which puts it on the module path: the soak
+uses the end-to-end helpers of C{tests}, and imports them as any module).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import signal
 import socket
@@ -31,10 +33,8 @@ import threading
 import time
 from collections.abc import Callable
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from tests.abuse import Pattern, fdCount, rssKiB
-from tests.helpers import Twistd, freePorts, waitForTCP, waitForUDP
+from tests.helpers import Twistd, freePorts
 
 
 class Counters:
@@ -270,8 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     pid = server.process.pid
     try:
-        waitForTCP(tcp)
-        waitForUDP(udp)
+        server.waitBound(tcp=[tcp], udp=[udp])
     except BaseException:
         server.stop()
         raise

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_address -*-
+# -*- test-case-name: tests.unit.test_address -*-
 """
 How upperecho writes a network address in logs and in the client's output.
 """

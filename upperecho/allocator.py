@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_perf_paths -*-
+# -*- test-case-name: tests.unit.test_allocator -*-
 """
 Tuning of the C allocator for a long-running upperecho server process.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_haproxy,tests.test_tls -*-
+# -*- test-case-name: tests.unit.test_endpoints,tests.integration.test_haproxy,tests.integration.test_tls -*-
 """
 Server endpoints for C{--listen} that keep upperecho's half-close promise.
 

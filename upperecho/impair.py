@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_impair -*-
+# -*- test-case-name: tests.unit.test_impair -*-
 """
 UDP impairment: make a loopback path behave like a bad network.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_metrics -*-
+# -*- test-case-name: tests.unit.test_metrics,tests.integration.test_metrics -*-
 """
 Prometheus metrics for upperecho (C{--metrics ENDPOINT}).
 

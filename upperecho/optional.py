@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_optional,tests.integration.test_optional -*-
 """
 The parts of upperecho's features that come from other packages, and the
 one line that names what to install when one of them is missing.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_haproxy -*-
+# -*- test-case-name: tests.unit.test_proxyprotocol,tests.integration.test_haproxy -*-
 """
 The PROXY protocol (C{haproxy:} endpoints) with half-close passed on.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.unit.test_tap -*-
 """
 The C{twistd upperecho} command line: L{Options} and L{makeService}.
 """

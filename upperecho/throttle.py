@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_throttle -*-
+# -*- test-case-name: tests.unit.test_throttle -*-
 """
 Bounded per-source bookkeeping: the UDP rate limit and log-line throttling.
 

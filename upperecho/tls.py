@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tls -*-
+# -*- test-case-name: tests.integration.test_tls -*-
 """
 TLS server connections that keep upperecho's half-close promise.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_transform -*-
+# -*- test-case-name: tests.unit.test_transform -*-
 """
 The uppercase transform shared by every part of upperecho.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_udp -*-
+# -*- test-case-name: tests.unit.test_udp -*-
 """
 The UDP side of upperecho: one datagram in, one uppercased datagram out.
 

@@ -1,10 +1,11 @@
 """
-Tests for L{upperecho.transform}: table cases and hypothesis properties.
+Tests for L{upperecho.transform}: table cases, hypothesis properties, and
+the UTF-8 fast path against the codec path.
 """
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -231,3 +232,87 @@ class PropertyTests(SynchronousTestCase):
         """
         once = upper(data)
         self.assertEqual(upper(once), once)
+
+
+#: pieces that make the UTF-8 decoder's boundary cases likely: characters of
+#: every length, their proper prefixes, and sequences it must refuse
+_UTF8_PIECES = [
+    b"a",
+    b"Z",
+    b" ",
+    *(c.encode() for c in "ßéǆŉΐσςѐ敏ａﬁ€😀𐐨"),
+    b"\xc3",
+    b"\xe6\x95",
+    b"\xe6",
+    b"\xf0\x9f\x98",
+    b"\xf0\x9f",
+    b"\xf0",
+    b"\xf4\x8f\xbf",
+    b"\x80",
+    b"\xbf",
+    b"\xc0\xaf",
+    b"\xc1",
+    b"\xe0\x80\x80",
+    b"\xed\xa0\x80",
+    b"\xed\xa0",
+    b"\xf4\x90\x80\x80",
+    b"\xf4\x90",
+    b"\xf5",
+    b"\xff",
+]
+
+
+class Utf8FastPathTests(SynchronousTestCase):
+    """
+    The codec-object-free UTF-8 path of L{Uppercaser} and L{upper} gives
+    exactly what the incremental codec path and the SPEC's reference give.
+    """
+
+    @settings(max_examples=400, deadline=None)
+    @given(
+        st.lists(st.sampled_from(_UTF8_PIECES), max_size=40),
+        st.lists(st.integers(min_value=0, max_value=200), max_size=10),
+    )
+    def test_sameAsCodecPath(self, pieces: list[bytes], cuts: list[int]) -> None:
+        """
+        Any split of any mix of valid, truncated and invalid sequences.
+        """
+        data = b"".join(pieces)
+        fast, slow = Uppercaser(), Uppercaser()
+        slow._utf8 = False
+        self.assertTrue(fast._utf8)
+        points = sorted({c % (len(data) + 1) for c in cuts})
+        got, want = [], []
+        start = 0
+        for p in [*points, len(data)]:
+            got.append(fast.feed(data[start:p]))
+            want.append(slow.feed(data[start:p]))
+            self.assertEqual(got[-1], want[-1])
+            self.assertEqual(fast._pending, slow._pending)
+            start = p
+        got.append(fast.flush())
+        want.append(slow.flush())
+        self.assertEqual(got, want)
+        reference = data.decode("utf-8", "surrogateescape").upper()
+        self.assertEqual(b"".join(got), reference.encode("utf-8", "surrogateescape"))
+        self.assertEqual(upper(data), b"".join(got))
+
+    def test_spellings(self) -> None:
+        """
+        Every spelling of UTF-8 takes the fast path; UTF-8 with a BOM does
+        not.
+        """
+        for name in ("utf-8", "UTF8", "utf_8", "U8"):
+            self.assertTrue(Uppercaser(name)._utf8, name)
+        self.assertFalse(Uppercaser("utf-8-sig")._utf8)
+        self.assertFalse(Uppercaser("latin-1")._utf8)
+
+    def test_reusedAfterFlush(self) -> None:
+        """
+        After a flush the held tail is gone.
+        """
+        u = Uppercaser()
+        self.assertEqual(u.feed(b"a\xc3"), b"A")
+        self.assertEqual(u.flush(), b"\xc3")
+        self.assertEqual(u.feed(b"\x9f"), b"\x9f")
+        self.assertEqual(u.flush(), b"")

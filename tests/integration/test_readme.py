@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from upperecho import MAX_DATAGRAM, UpperEchoFactory
 from upperecho.udp import UpperEchoPort
 
-README = Path(__file__).resolve().parent.parent / "README.rst"
+README = Path(__file__).resolve().parents[2] / "README.rst"
 
 
 def codeBlockAfter(marker: str) -> str:

@@ -209,7 +209,7 @@ def test_proxyHeaderBeforeTLS(certs: Certs) -> Generator[Any, Any, None]:
     handshake, as HAProxy sends it; the protocol then sees the real client
     as its peer, and half-close still answers everything.
     """
-    from tests.test_haproxy import proxyV1, proxyV2
+    from tests.proxyheader import proxyV1, proxyV2
 
     factory = UpperEchoFactory(idleTimeout=0, clock=reactor)
     description = "haproxy:" + certs.listen()

@@ -20,7 +20,7 @@ import pytest
 from tests.helpers import Twistd, freePort, freePorts, makeCerts
 from upperecho.transform import upper
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,3 @@
+"""
+The soak harness (C{make soak}, C{python -m soak.soak}).
+"""
