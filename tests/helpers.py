@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 BIN = Path(sys.executable).parent
 
-#: the keys of C{upperecho-client --probe --json}, in order, as SPEC 9.1 lists
+#: the keys of C{upperecho-client --probe --json}, in order, as docs/contract.rst (Probe mode) lists
 #: them (written out here, not imported, so the tests can catch a change)
 PROBE_JSON_KEYS = [
     "target",

@@ -90,7 +90,7 @@ def _seed(option: str, value: str) -> int:
     return seed
 
 
-#: the options of SPEC section 9.2 that turn UDP impairment on
+#: the options that turn UDP impairment on (docs/contract.rst, UDP impairment)
 IMPAIRMENT_OPTIONS = ("udp-loss", "udp-duplicate", "udp-delay", "udp-jitter")
 
 

@@ -5,7 +5,7 @@ The uppercase transform shared by every part of upperecho.
 The server, the client and the probe all call this module, so "what the
 server should have answered" is defined in exactly one place.
 
-The rules (SPEC section 2):
+The rules (docs/contract.rst, The transform):
   - text is decoded with the configured encoding and uppercased with
     C{str.upper()};
   - bytes that are not valid in the encoding pass through unchanged;

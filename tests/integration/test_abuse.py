@@ -1,5 +1,6 @@
 """
-upperecho under abuse (SPEC sections 3 and 4): clients that never read,
+upperecho under abuse (docs/contract.rst, The TCP service and The UDP
+service): clients that never read,
 reset storms, vanishing peers, loops between two servers, floods of spoofed
 sources.  Most tests run a real C{twistd -n upperecho} subprocess and watch
 it from C{/proc}; a few drive the protocols in-process over loopback with

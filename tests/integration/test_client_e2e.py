@@ -378,7 +378,7 @@ def test_udpLines(server: tuple[int, int, str]) -> None:
 def test_udpNewlineTerminatedIsExact(server: tuple[int, int, str]) -> None:
     """
     For newline-terminated input the UDP output is exactly the uppercased
-    input (SPEC section 5), here with the default host name.
+    input (docs/contract.rst, The client command), here with the default host name.
     """
     _, udp, _ = server
     data = b"".join(f"line {i} ǆ\n".encode() for i in range(200))

@@ -146,7 +146,7 @@ def test_newConnection(server: tuple[int, int]) -> None:
 @pytest.mark.parametrize("udp", [True, False])
 def test_json(server: tuple[int, int], udp: bool) -> None:
     """
-    C{--json}: one object, exactly the SPEC keys, nothing else on stdout.
+    C{--json}: one object, exactly the keys of docs/contract.rst, nothing else on stdout.
     """
     tcp, udpPort = server
     args = ["--udp", str(udpPort)] if udp else [str(tcp)]

@@ -29,7 +29,7 @@ class OptionsTests(SynchronousTestCase):
 
     def test_defaults(self) -> None:
         """
-        SPEC defaults: TCP to localhost:12000, 10 probes of 64 bytes, one per
+        The defaults of docs/contract.rst (Probe mode): TCP to localhost:12000, 10 probes of 64 bytes, one per
         second, 1 s timeout; C{--probe} itself is accepted.
         """
         o = self.parse("--probe")

@@ -41,7 +41,7 @@ class OutputTests(SynchronousTestCase):
 
     def test_text(self) -> None:
         """
-        The summary lines are those of SPEC section 9.1, then a histogram.
+        The summary lines are those of docs/contract.rst (Probe mode), then a histogram.
         """
         lines = formatText(self.result()).splitlines()
         self.assertEqual(lines[0], f"--- {TARGET} udp probe statistics ---")
@@ -61,7 +61,7 @@ class OutputTests(SynchronousTestCase):
 
     def test_jsonKeys(self) -> None:
         """
-        The JSON object has exactly the SPEC's keys; UDP has no connect
+        The JSON object has exactly the keys of docs/contract.rst; UDP has no connect
         times; ping mode has no achieved rate.
         """
         obj = json.loads(json.dumps(self.result().asJSON()))

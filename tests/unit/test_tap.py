@@ -48,7 +48,7 @@ def assertOneLineErrors(
 
 class OptionsTests(SynchronousTestCase):
     """
-    The command line of SPEC section 1.
+    The command line of docs/contract.rst, The server command.
     """
 
     def test_defaults(self) -> None:
@@ -106,7 +106,7 @@ class OptionsTests(SynchronousTestCase):
 
     def test_helpDocumentsEveryOption(self) -> None:
         """
-        C{--help} documents every option of the SPEC.
+        C{--help} documents every option of docs/contract.rst.
         """
         text = str(Options())
         for name in (
@@ -253,7 +253,7 @@ class PluginTests(SynchronousTestCase):
 
 class ImpairmentOptionsTests(SynchronousTestCase):
     """
-    The UDP impairment options of SPEC section 9.2.
+    The options of docs/contract.rst, UDP impairment.
     """
 
     def test_defaults(self) -> None:

@@ -14,7 +14,8 @@ from upperecho.transform import Uppercaser, checkEncoding, isAsciiCompatible, up
 
 def reference(data: bytes, encoding: str = "utf-8") -> bytes:
     """
-    The SPEC's definition of the transform for UTF-8.
+    The definition of the transform for UTF-8 (docs/contract.rst, The
+    transform).
     """
     return (
         data.decode(encoding, "surrogateescape")
@@ -40,7 +41,7 @@ def chunked(data: bytes, cuts: list[int], encoding: str = "utf-8") -> bytes:
 
 class TableTests(SynchronousTestCase):
     """
-    The examples of SPEC section 2.
+    The examples of docs/contract.rst, The transform.
     """
 
     def test_ascii(self) -> None:
@@ -174,7 +175,7 @@ class PropertyTests(SynchronousTestCase):
     @given(st.binary(max_size=300))
     def test_matchesReference(self, data: bytes) -> None:
         """
-        For UTF-8, the transform is exactly the SPEC's reference expression.
+        For UTF-8, the transform is exactly the reference expression of docs/contract.rst.
         """
         self.assertEqual(upper(data), reference(data))
 
@@ -265,7 +266,7 @@ _UTF8_PIECES = [
 class Utf8FastPathTests(SynchronousTestCase):
     """
     The codec-object-free UTF-8 path of L{Uppercaser} and L{upper} gives
-    exactly what the incremental codec path and the SPEC's reference give.
+    exactly what the incremental codec path and the reference expression give.
     """
 
     @settings(max_examples=400, deadline=None)

@@ -575,7 +575,7 @@ TEXT = st.text(
 OWN_PORT = 12001
 
 
-#: source hosts and whether a reply to them is allowed (SPEC section 4)
+#: source hosts and whether a reply to them is allowed (docs/contract.rst, The UDP service)
 HOSTS = {
     "127.0.0.1": True,
     "192.0.2.7": True,

@@ -86,7 +86,8 @@ class ProbeResult:
 
     def asJSON(self) -> dict[str, Any]:
         """
-        The C{--json} object, with exactly the keys of SPEC section 9.1.
+        The C{--json} object, with exactly the keys docs/contract.rst lists
+        (Probe mode).
         """
         t = self.tally
         return {
