@@ -21,6 +21,25 @@ def fig(wl, r):
     return run.headline(wl, r)[0]
 
 
+def header(title, names, unit=True):
+    """
+    Print a table's title and its header rows (Markdown).
+    """
+    print(title)
+    columns = ["workload", *(["unit"] if unit else []), *names]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+
+
+def figures(runs, name, key, wl):
+    """
+    The headline figure of server C{name} for workload C{key} in each run
+    that has one.
+    """
+    vals = [fig(wl, R["results"].get(name, {}).get(key)) for R in runs]
+    return [v for v in vals if v is not None]
+
+
 def main():
     paths = sys.argv[1:]
     if not paths:
@@ -34,11 +53,10 @@ def main():
     keys = list(runs[0]["results"][names[0]].keys())
     wl_of = {k: runs[0]["results"][names[0]][k]["workload"] for k in keys}
 
-    print(
-        f"### Figures per run (ratio to {ref} in parentheses; † = other processes were busy)\n"
+    header(
+        f"### Figures per run (ratio to {ref} in parentheses; † = other processes were busy)\n",
+        names,
     )
-    print("| workload | unit | " + " | ".join(names) + " |")
-    print("|" + "---|" * (len(names) + 2))
     for k in keys:
         wl = wl_of[k]
         unit = run.headline(wl, {})[1]
@@ -52,11 +70,10 @@ def main():
             row.append(" / ".join(cells))
         print("| " + " | ".join(row) + " |")
 
-    print(
-        f"\n### Best of the runs (highest throughput; noise only ever lowers it), ratio to {ref}'s best\n"
+    header(
+        f"\n### Best of the runs (highest throughput; noise only ever lowers it), ratio to {ref}'s best\n",
+        names,
     )
-    print("| workload | unit | " + " | ".join(names) + " |")
-    print("|" + "---|" * (len(names) + 2))
     for k in keys:
         wl = wl_of[k]
         unit, hib = run.headline(wl, {})[1:]
@@ -64,8 +81,7 @@ def main():
             continue
         best = {}
         for n in names:
-            vals = [fig(wl, R["results"].get(n, {}).get(k)) for R in runs]
-            vals = [v for v in vals if v is not None]
+            vals = figures(runs, n, k, wl)
             best[n] = max(vals) if vals else None
         row = [k, unit]
         for n in names:
@@ -92,15 +108,12 @@ def main():
             row.append(c)
         print("| " + " | ".join(row) + " |")
 
-    print("\n### Run-to-run spread, (max-min)/mean of the figure\n")
-    print("| workload | " + " | ".join(names) + " |")
-    print("|" + "---|" * (len(names) + 1))
+    header("\n### Run-to-run spread, (max-min)/mean of the figure\n", names, unit=False)
     for k in keys:
         wl = wl_of[k]
         row = [k]
         for n in names:
-            vals = [fig(wl, R["results"].get(n, {}).get(k)) for R in runs]
-            vals = [v for v in vals if v is not None]
+            vals = figures(runs, n, k, wl)
             if len(vals) < 2 or not any(vals):
                 row.append("-")
                 continue
@@ -108,12 +121,11 @@ def main():
             row.append(f"{(max(vals) - min(vals)) / m:.0%}" if m else "-")
         print("| " + " | ".join(row) + " |")
 
-    print(
+    header(
         "\n### Server CPU per operation (us per request/datagram/connection; CPU-s per GB for streams),"
-        f" ratio to {ref}\n"
+        f" ratio to {ref}\n",
+        names,
     )
-    print("| workload | unit | " + " | ".join(names) + " |")
-    print("|" + "---|" * (len(names) + 2))
     for k in keys:
         wl = wl_of[k]
         if wl == "idle-conns":

@@ -6,6 +6,7 @@ subprocess, started from the installed package (as a user would run it).
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import ssl
@@ -323,3 +324,31 @@ def makeCerts(directory: Path) -> Certs:
     for i, pem in enumerate(cert.cert_chain_pems):
         pem.write_to_path(str(paths.certPath), append=i > 0)
     return paths
+
+
+def readUntil(fd: int, expected: bytes, timeout: float = 20) -> bytes:
+    """
+    Read from C{fd} (a pipe or a terminal) until C{expected} has been seen,
+    for at most C{timeout} seconds.
+
+    @return: everything read.
+    @raise TimeoutError: C{expected} did not come in time.
+    @raise AssertionError: the other side closed before it came.
+    """
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while expected not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"{expected!r} not seen in {seen!r}")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # EIO: the other side of a terminal is gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+    assert expected in seen, seen
+    return seen

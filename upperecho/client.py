@@ -192,6 +192,8 @@ class UpperEchoDatagramClientProtocol(DatagramProtocol):
     """
 
     transport: IUDPTransport
+    sent = 0
+    ignored = 0
 
     def __init__(
         self,
@@ -224,8 +226,6 @@ class UpperEchoDatagramClientProtocol(DatagramProtocol):
         self.timeout = timeout
         self.retries = retries
         self.encoding = encoding
-        self.sent = 0
-        self.ignored = 0
         self._ip = _ipOf(host)
         self._clock = clock
         self._queue: deque[tuple[bytes, Deferred[bytes]]] = deque()

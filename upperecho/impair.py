@@ -79,6 +79,11 @@ class Impairment(Service):
     """
 
     _log = Logger()
+    lost = 0
+    duplicated = 0
+    delayed = 0
+    droppedPending = 0
+    written = 0
 
     def __init__(
         self,
@@ -119,11 +124,6 @@ class Impairment(Service):
         self.seed = seed
         self.maxPending = maxPending
         self.maxPendingBytes = maxPendingBytes
-        self.lost = 0
-        self.duplicated = 0
-        self.delayed = 0
-        self.droppedPending = 0
-        self.written = 0
         self._clock = clock
         self._random = random.Random(seed)
         # fractions and seconds, computed once: send() is on the hot path

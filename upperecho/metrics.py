@@ -36,6 +36,36 @@ __all__ = [
 ]
 
 
+#: every metric: its name after C{upperecho_}, its kind, its help text, and
+#: its labels after C{service}
+_FAMILIES: tuple[tuple[Any, ...], ...] = (
+    ("connections_open", GaugeMetricFamily, "TCP connections open now."),
+    ("connections", CounterMetricFamily, "TCP connections accepted since start."),
+    (
+        "received_bytes",
+        CounterMetricFamily,
+        "Stream bytes received (TCP, TLS, UNIX, PROXY: after the header).",
+    ),
+    (
+        "sent_bytes",
+        CounterMetricFamily,
+        "Stream bytes sent (uppercased; may differ in length from received).",
+    ),
+    ("received_datagrams", CounterMetricFamily, "UDP datagrams received."),
+    (
+        "sent_datagrams",
+        CounterMetricFamily,
+        "UDP replies sent (or handed to the impairment).",
+    ),
+    (
+        "drops",
+        CounterMetricFamily,
+        "Connections closed or datagrams left unanswered, by reason.",
+        "reason",
+    ),
+)
+
+
 class UpperEchoCollector(Collector):
     """
     The upperecho counters, as Prometheus metrics, read when scraped.
@@ -58,41 +88,17 @@ class UpperEchoCollector(Collector):
         self.datagram = datagram
 
     def collect(self) -> Iterator[Metric]:
-        opened = GaugeMetricFamily(
-            "upperecho_connections_open",
-            "TCP connections open now.",
-            labels=["service"],
-        )
-        total = CounterMetricFamily(
-            "upperecho_connections",
-            "TCP connections accepted since start.",
-            labels=["service"],
-        )
-        received = CounterMetricFamily(
-            "upperecho_received_bytes",
-            "Stream bytes received (TCP, TLS, UNIX, PROXY: after the header).",
-            labels=["service"],
-        )
-        sent = CounterMetricFamily(
-            "upperecho_sent_bytes",
-            "Stream bytes sent (uppercased; may differ in length from received).",
-            labels=["service"],
-        )
-        datagramsIn = CounterMetricFamily(
-            "upperecho_received_datagrams",
-            "UDP datagrams received.",
-            labels=["service"],
-        )
-        datagramsOut = CounterMetricFamily(
-            "upperecho_sent_datagrams",
-            "UDP replies sent (or handed to the impairment).",
-            labels=["service"],
-        )
-        drops = CounterMetricFamily(
-            "upperecho_drops",
-            "Connections closed or datagrams left unanswered, by reason.",
-            labels=["service", "reason"],
-        )
+        families = {
+            name: kind(f"upperecho_{name}", doc, labels=["service", *labels])
+            for name, kind, doc, *labels in _FAMILIES
+        }
+        opened = families["connections_open"]
+        total = families["connections"]
+        received = families["received_bytes"]
+        sent = families["sent_bytes"]
+        datagramsIn = families["received_datagrams"]
+        datagramsOut = families["sent_datagrams"]
+        drops = families["drops"]
         factory = self.factory
         if factory is not None:
             conns = list(factory.connections)
@@ -112,7 +118,7 @@ class UpperEchoCollector(Collector):
             datagramsOut.add_metric(["udp"], datagram.datagramsOut)
             for reason, count in sorted(datagram.drops.items()):
                 drops.add_metric(["udp", reason], count)
-        yield from (opened, total, received, sent, datagramsIn, datagramsOut, drops)
+        yield from families.values()
 
 
 def metricsRegistry(

@@ -10,7 +10,6 @@ import fcntl
 import os
 import pty
 import random
-import select
 import signal
 import socket
 import subprocess
@@ -28,7 +27,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import StringTransportWithDisconnection
 
-from tests.helpers import BIN, Twistd, freePort, freePorts
+from tests.helpers import BIN, Twistd, freePort, freePorts, readUntil
 from upperecho.client import (
     NoReplyError,
     UpperEchoClientProtocol,
@@ -294,6 +293,25 @@ def test_emptyInput(server: tuple[int, int, str]) -> None:
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
 
 
+def _pipeZeros(
+    tmp_path: Path, tcp: int, size: int, stderr: int
+) -> subprocess.Popen[bytes]:
+    """
+    Start the client on a file of C{size} NUL bytes (sparse: no disk used;
+    NULs uppercase to NULs), its output on a pipe.
+    """
+    src = tmp_path / "zeros"
+    with src.open("wb") as f:
+        f.truncate(size)
+    with src.open("rb") as stdin:
+        return subprocess.Popen(
+            [CLIENT, "127.0.0.1", str(tcp)],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/fdinfo"), reason="Linux /proc")
 def test_pipeBackpressure(server: tuple[int, int, str], tmp_path: Path) -> None:
     """
@@ -302,16 +320,7 @@ def test_pipeBackpressure(server: tuple[int, int, str], tmp_path: Path) -> None:
     """
     tcp, _, _ = server
     size = 48 * MiB
-    src = tmp_path / "zeros"
-    with src.open("wb") as f:
-        f.truncate(size)  # sparse: no disk used, NULs uppercase to NULs
-    with src.open("rb") as stdin:
-        process = subprocess.Popen(
-            [CLIENT, "127.0.0.1", str(tcp)],
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
+    process = _pipeZeros(tmp_path, tcp, size, subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20
         last, steady = -1, 0
@@ -340,16 +349,7 @@ def test_readerQuits(server: tuple[int, int, str], tmp_path: Path) -> None:
     goes away the client stops quietly, non-zero, instead of hanging.
     """
     tcp, _, _ = server
-    src = tmp_path / "zeros"
-    with src.open("wb") as f:
-        f.truncate(16 * MiB)
-    with src.open("rb") as stdin:
-        process = subprocess.Popen(
-            [CLIENT, "127.0.0.1", str(tcp)],
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+    process = _pipeZeros(tmp_path, tcp, 16 * MiB, subprocess.PIPE)
     assert process.stdout is not None and process.stderr is not None
     try:
         assert process.stdout.read(10) == b"\0" * 10
@@ -485,30 +485,6 @@ def test_connectBadEndpoint() -> None:
     assert "--connect bogus:1" in line
 
 
-def _readUntil(fd: int, expected: bytes, timeout: float = 20) -> bytes:
-    """
-    Read from C{fd} until C{expected} has been seen, for at most C{timeout}
-    seconds.
-    """
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while expected not in seen:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"{expected!r} not seen in {seen!r}")
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:  # EIO: the other side is gone
-                break
-            if not chunk:
-                break
-            seen += chunk
-    assert expected in seen, seen
-    return seen
-
-
 def test_interactive(server: tuple[int, int, str]) -> None:
     """
     On a terminal: each typed line is answered as soon as it is entered;
@@ -525,11 +501,11 @@ def test_interactive(server: tuple[int, int, str]) -> None:
         start_new_session=True,
     )
     try:
-        _readUntil(master, b"connected to 127.0.0.1:")
+        readUntil(master, b"connected to 127.0.0.1:")
         os.write(master, "hello straße\n".encode())
-        _readUntil(master, b"HELLO STRASSE\r\n")
+        readUntil(master, b"HELLO STRASSE\r\n")
         os.write(master, b"again\n")
-        _readUntil(master, b"AGAIN\r\n")
+        readUntil(master, b"AGAIN\r\n")
         os.write(master, b"\x04")
         assert process.wait(20) == 0
         # the terminal is left blocking, as the shell expects it

@@ -9,14 +9,12 @@ from __future__ import annotations
 import json
 import os
 import pty
-import select
 import signal
 import socket
 import socketserver
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -26,6 +24,7 @@ from tests.helpers import (
     Twistd,
     freePort,
     freePorts,
+    readUntil,
 )
 
 PROBE = [sys.executable, "-m", "upperecho.scripts.probe", "--probe"]
@@ -244,22 +243,6 @@ def test_badOption() -> None:
     assert len(r.stderr.splitlines()) == 1 and "--size" in r.stderr
 
 
-def _readUntil(stream: int, needle: bytes, timeout: float) -> bytes:
-    deadline = time.monotonic() + timeout
-    seen = b""
-    while needle not in seen:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"{needle!r} not seen in {seen!r}")
-        ready, _, _ = select.select([stream], [], [], left)
-        if ready:
-            chunk = os.read(stream, 65536)
-            if not chunk:
-                break
-            seen += chunk
-    return seen
-
-
 def test_sigintSummary(server: tuple[int, int]) -> None:
     """
     C{-c 0} runs until SIGINT, which prints the summary and exits 0 when
@@ -274,7 +257,7 @@ def test_sigintSummary(server: tuple[int, int]) -> None:
     )
     try:
         assert p.stdout is not None
-        seen = _readUntil(p.stdout.fileno(), b"seq=3 ", 20)
+        seen = readUntil(p.stdout.fileno(), b"seq=3 ", 20)
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=10)
     finally:
@@ -303,7 +286,7 @@ def test_progressOnTerminal(server: tuple[int, int]) -> None:
     )
     os.close(slave)
     try:
-        seen = _readUntil(master, b"2/2.2 s", 20)
+        seen = readUntil(master, b"2/2.2 s", 20)
         out, _ = p.communicate(timeout=20)
     finally:
         if p.poll() is None:

@@ -57,6 +57,18 @@ def _check(server: Twistd, port: int) -> None:
         time.sleep(0.05)
 
 
+def _activated(tmp_path: Path, command: str) -> Twistd:
+    """
+    C{twistd --listen systemd:...} started by C{command} (a socket
+    activator and its arguments, up to twistd), through a small shell
+    script that passes twistd's own arguments on.
+    """
+    runner = tmp_path / "activate"
+    runner.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
+    runner.chmod(0o755)
+    return Twistd(["--listen", "systemd:domain=INET:index=0"], runner=str(runner))
+
+
 @pytest.mark.skipif(
     shutil.which("systemd-socket-activate") is None,
     reason="systemd-socket-activate not installed (Debian package systemd)",
@@ -69,12 +81,10 @@ def test_systemdSocketActivate(tmp_path: Path) -> None:
     systemd itself always sets, hence C{--fdname}.)
     """
     port = freePort()
-    runner = tmp_path / "activate"
-    runner.write_text(
-        f'#!/bin/sh\nexec systemd-socket-activate --fdname=upperecho -l 127.0.0.1:{port} "{TWISTD}" "$@"\n'
+    server = _activated(
+        tmp_path,
+        f'systemd-socket-activate --fdname=upperecho -l 127.0.0.1:{port} "{TWISTD}"',
     )
-    runner.chmod(0o755)
-    server = Twistd(["--listen", "systemd:domain=INET:index=0"], runner=str(runner))
     try:
         assert server.process.stderr is not None
         ready, _, _ = select.select([server.process.stderr], [], [], 20)
@@ -95,12 +105,7 @@ def test_emulatedActivation(tmp_path: Path) -> None:
     port = freePort()
     emulator = tmp_path / "emulator.py"
     emulator.write_text(EMULATOR)
-    runner = tmp_path / "activate"
-    runner.write_text(
-        f'#!/bin/sh\nexec "{sys.executable}" "{emulator}" {port} "{TWISTD}" "$@"\n'
-    )
-    runner.chmod(0o755)
-    server = Twistd(["--listen", "systemd:domain=INET:index=0"], runner=str(runner))
+    server = _activated(tmp_path, f'"{sys.executable}" "{emulator}" {port} "{TWISTD}"')
     try:
         server.waitBound(tcp=[port])
         _check(server, port)

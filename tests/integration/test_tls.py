@@ -319,18 +319,27 @@ def test_tlsDirectoryEndpoint(
     try:
         number = port.getHost().port
         for how in ("closeNotify", "tcpHalfClose"):
-            client = yield threads.deferToThread(
-                TLSClient, number, certs.clientContext()
+            got = yield threads.deferToThread(
+                _halfClosedExchange, number, certs, b"sni \xc3", how
             )
-            try:
-                yield threads.deferToThread(client.send, b"sni \xc3")
-                yield threads.deferToThread(getattr(client, how))
-                got = yield threads.deferToThread(client.receive)
-                assert got == b"SNI \xc3"
-            finally:
-                client.close()
+            assert got == b"SNI \xc3"
     finally:
         yield port.stopListening()
+
+
+def _halfClosedExchange(number: int, certs: Certs, payload: bytes, how: str) -> bytes:
+    """
+    In a thread: send C{payload} over TLS to port C{number}, end the
+    client's side by C{how} (a L{TLSClient} method), and read the reply to
+    the end.
+    """
+    client = TLSClient(number, certs.clientContext())
+    try:
+        client.send(payload)
+        getattr(client, how)()
+        return client.receive()
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize("size", [10, 1000, 100_000, 3_000_000])

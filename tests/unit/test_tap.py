@@ -118,6 +118,12 @@ class OptionsTests(SynchronousTestCase):
             "--max-connections",
             "--idle-timeout",
             "--udp-rate",
+            "--metrics",
+            "--udp-loss",
+            "--udp-duplicate",
+            "--udp-delay",
+            "--udp-jitter",
+            "--udp-seed",
         ):
             self.assertIn(name, text)
 
@@ -318,20 +324,6 @@ class ImpairmentOptionsTests(SynchronousTestCase):
             (["--tcp", "1", "--udp-loss", "10"], "--udp-loss"),
         ]
         assertOneLineErrors(self, cases)
-
-    def test_help(self) -> None:
-        """
-        C{--help} documents every impairment option.
-        """
-        text = str(Options())
-        for name in (
-            "--udp-loss",
-            "--udp-duplicate",
-            "--udp-delay",
-            "--udp-jitter",
-            "--udp-seed",
-        ):
-            self.assertIn(name, text)
 
     def test_offMeansAbsent(self) -> None:
         """

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
@@ -49,26 +50,22 @@ class _Schedule:
                 self.onDone()
 
 
+@dataclass(eq=False)
 class PingDriver(_Schedule):
     """
     Ping mode: one probe every C{interval} seconds, C{count} of them (0 =
     until L{stopSending}).  Send times are anchored to the start, so the
     interval does not drift.
+
+    @ivar send: sends the next probe.
     """
 
-    def __init__(
-        self,
-        clock: IReactorTime,
-        send: Callable[[], None],
-        count: int,
-        interval: float,
-    ) -> None:
-        self.clock = clock
-        self.send = send
-        self.count = count
-        self.interval = interval
-        self.sent = 0
-        self._start = 0.0
+    clock: IReactorTime
+    send: Callable[[], None]
+    count: int
+    interval: float
+    sent = 0
+    _start = 0.0
 
     def start(self) -> None:
         """
@@ -111,6 +108,13 @@ class LoadDriver(_Schedule):
     @ivar lastSend: timer value of the last send.
     """
 
+    sent = 0
+    unsent = 0
+    start = 0.0
+    lastSend = 0.0
+    stoppedAt = 0.0
+    interrupted = False
+
     def __init__(
         self,
         clock: IReactorTime,
@@ -127,12 +131,6 @@ class LoadDriver(_Schedule):
         self.duration = duration
         self.grace = grace
         self.scheduled = max(1, math.ceil(rate * duration - 1e-9))
-        self.sent = 0
-        self.unsent = 0
-        self.start = 0.0
-        self.lastSend = 0.0
-        self.stoppedAt = 0.0
-        self.interrupted = False
 
     def begin(self) -> None:
         """

@@ -73,6 +73,13 @@ class ProbeSession:
     @ivar errorStatus: the exit status that error calls for.
     """
 
+    sendErrors = 0
+    error: str | None = None
+    errorStatus = ExitStatus.OK
+    #: how the target is named in messages
+    targetName = "the target"
+    onIdle: Callable[[], None] | None = None
+
     def __init__(
         self,
         clock: IReactorTime,
@@ -102,12 +109,6 @@ class ProbeSession:
         self.tally = Tally()
         self.rtts = array("d")
         self.connects = array("d")
-        self.sendErrors = 0
-        self.error: str | None = None
-        self.errorStatus = ExitStatus.OK
-        #: how the target is named in messages
-        self.targetName = "the target"
-        self.onIdle: Callable[[], None] | None = None
         self._rng = rng if rng is not None else random.Random()
         self._ascii = isAsciiCompatible(encoding)
         self._granularity = sweepGranularity
