@@ -6,7 +6,6 @@ The C{twistd upperecho} command line: L{Options} and L{makeService}.
 from __future__ import annotations
 
 import ipaddress
-import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,13 +20,13 @@ from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger
 from twisted.python import usage
 
+from upperecho import options
 from upperecho._reactor import reactorOr
 from upperecho.allocator import tuneAllocator
 from upperecho.endpoints import endpointService
 from upperecho.impair import Impairment
 from upperecho.optional import missingMetrics, missingTLS, usesTLS
 from upperecho.tcp import UpperEchoFactory
-from upperecho.transform import checkEncoding
 from upperecho.udp import MAX_DATAGRAM, UpperEchoDatagramProtocol, listenUDP
 
 __all__ = [
@@ -46,24 +45,13 @@ DEFAULT_PORT = 12000
 LISTEN_BACKLOG = 1024
 
 
-def _port(option: str, value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise usage.UsageError(f"--{option} {value}: not a port number (0-65535)")
-    return port
-
-
 def _number(option: str, value: str, kind: Callable[[str], float] = float) -> float:
-    try:
-        number = kind(value)
-    except ValueError:
-        number = -1
-    if not 0 <= number < math.inf:
-        raise usage.UsageError(f"--{option} {value}: not a finite number >= 0")
-    return number
+    """
+    L{options.number} >= 0 for the option named C{option} (without its
+    dashes, as L{Options} keys it).
+    """
+    result: float = options.number(f"--{option}", value, kind)
+    return result
 
 
 def _percent(option: str, value: str) -> float:
@@ -71,23 +59,6 @@ def _percent(option: str, value: str) -> float:
     if percent > 100:
         raise usage.UsageError(f"--{option} {value}: not a percentage (0-100)")
     return percent
-
-
-def _milliseconds(option: str, value: str) -> float:
-    ms = _number(option, value)
-    if not math.isfinite(ms):
-        raise usage.UsageError(f"--{option} {value}: not a finite number >= 0")
-    return ms
-
-
-def _seed(option: str, value: str) -> int:
-    try:
-        seed = int(value)
-    except ValueError:
-        seed = -1
-    if seed < 0:
-        raise usage.UsageError(f"--{option} {value}: not an integer >= 0")
-    return seed
 
 
 #: the options that turn UDP impairment on (docs/contract.rst, UDP impairment)
@@ -244,7 +215,7 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         for name in ("tcp", "udp"):
             if self[name] is not None:
-                self[name] = _port(name, self[name])
+                self[name] = options.port(f"--{name}", self[name])
         if self["interface"]:
             try:
                 ipaddress.ip_address(self["interface"])
@@ -254,10 +225,7 @@ class Options(usage.Options):
                 ) from None
         if self["tcp"] is None and self["udp"] is None and not self["listen"]:
             self["tcp"] = self["udp"] = DEFAULT_PORT
-        try:
-            self["encoding"] = checkEncoding(self["encoding"])
-        except ValueError as e:
-            raise usage.UsageError(f"--encoding: {e}") from None
+        self["encoding"] = options.encoding(self["encoding"])
         self["max-connections"] = int(
             _number("max-connections", self["max-connections"], int)
         )
@@ -270,9 +238,9 @@ class Options(usage.Options):
         for name in ("udp-loss", "udp-duplicate"):
             self[name] = _percent(name, self[name])
         for name in ("udp-delay", "udp-jitter"):
-            self[name] = _milliseconds(name, self[name])
+            self[name] = _number(name, self[name])
         if self["udp-seed"] is not None:
-            self["udp-seed"] = _seed("udp-seed", self["udp-seed"])
+            self["udp-seed"] = int(_number("udp-seed", self["udp-seed"], int))
         if self["udp"] is None:
             for name in IMPAIRMENT_OPTIONS:
                 if self[name]:

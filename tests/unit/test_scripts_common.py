@@ -9,7 +9,6 @@ from typing import Any
 
 from twisted.internet import error
 from twisted.internet.defer import Deferred
-from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -20,8 +19,6 @@ from upperecho.scripts._common import (
     ExitStatus,
     ResolveError,
     describe,
-    number,
-    port,
     resolve,
     statusOf,
 )
@@ -81,44 +78,6 @@ class StatusTests(SynchronousTestCase):
         """
         for exc in [error.ConnectionLost(), NoReplyError("h:1", 1, 1.0)]:
             self.assertIs(statusOf(Failure(exc)), ExitStatus.FAILED, exc)
-
-
-class CoercerTests(SynchronousTestCase):
-    """
-    L{number} and L{port}: a value or a one-line error naming the option.
-    """
-
-    def test_number(self) -> None:
-        """
-        Whole and real numbers with a bound, inclusive or not.
-        """
-        self.assertEqual(number("--n", "3", int), 3)
-        self.assertEqual(number("--t", "0.5", above=True), 0.5)
-        self.assertEqual(number("--n", "0", int), 0)
-
-    def test_numberErrors(self) -> None:
-        """
-        Not a number, out of range, infinite: one line with option and value.
-        """
-        for args, expected in [
-            (("--n", "x", int), "--n x: a whole number >= 0"),
-            (("--n", "1.5", int), "--n 1.5: a whole number >= 0"),
-            (("--n", "-1", int), "--n -1: a whole number >= 0"),
-            (("--t", "0", float, 0.0, True), "--t 0: a number > 0"),
-            (("--t", "inf"), "--t inf: a number >= 0"),
-            (("--t", "nan"), "--t nan: a number >= 0"),
-        ]:
-            e = self.assertRaises(usage.UsageError, number, *args)
-            self.assertEqual(str(e), expected)
-
-    def test_port(self) -> None:
-        """
-        1 to 65535.
-        """
-        self.assertEqual(port("12000"), 12000)
-        for value in ("0", "65536", "http"):
-            e = self.assertRaises(usage.UsageError, port, value)
-            self.assertEqual(str(e), f"PORT {value}: a number from 1 to 65535")
 
 
 class ResolveTests(SynchronousTestCase):

@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.unit.test_scripts_common -*-
 """
 What the commands share: exit statuses, the one-line messages, the
-resolver, option coercers, and running a command under
-L{twisted.internet.task.react}.
+resolver, and running a command under L{twisted.internet.task.react}.
+(Their option coercers are L{upperecho.options}, shared with C{twistd}'s.)
 
 Both C{upperecho-client} and C{upperecho-client --probe} speak through
 this module, so a failure is worded one way and a status means one thing.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import math
 import socket
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -26,7 +25,6 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from upperecho.client import ConnectionClosedError, NoReplyError
-from upperecho.transform import checkEncoding
 
 __all__ = [
     "PROGRAM",
@@ -34,9 +32,6 @@ __all__ = [
     "ResolveError",
     "Run",
     "describe",
-    "encoding",
-    "number",
-    "port",
     "resolve",
     "runCommand",
     "say",
@@ -168,58 +163,6 @@ async def resolve(reactor: Any, host: str, port: int, kind: int) -> tuple[int, s
         if family in (socket.AF_INET, socket.AF_INET6):
             return int(family), str(address[0])
     raise ResolveError(host)
-
-
-def number(
-    option: str,
-    value: str,
-    kind: Callable[[str], float] = float,
-    least: float = 0.0,
-    above: bool = False,
-) -> Any:
-    """
-    C{value} of C{option} as a finite C{kind} (C{int} or C{float}) at least
-    C{least} (or, with C{above}, greater than it).
-
-    @raise usage.UsageError: a one-line error naming the option and value.
-    """
-    try:
-        result = kind(value)
-    except ValueError:
-        result = math.nan
-    if not (result > least if above else result >= least) or math.isinf(result):
-        word = "a whole number" if kind is int else "a number"
-        bound = f"> {least:g}" if above else f">= {least:g}"
-        raise usage.UsageError(f"{option} {value}: {word} {bound}")
-    return result
-
-
-def encoding(value: str) -> str:
-    """
-    A text encoding the server may use (L{checkEncoding}), as its
-    canonical name.
-
-    @raise usage.UsageError: a one-line error naming the option.
-    """
-    try:
-        return checkEncoding(value)
-    except ValueError as e:
-        raise usage.UsageError(f"--encoding: {e}") from None
-
-
-def port(value: str, name: str = "PORT") -> int:
-    """
-    A port to connect to: 1 to 65535.
-
-    @raise usage.UsageError: a one-line error naming the argument and value.
-    """
-    try:
-        result = int(value)
-    except ValueError:
-        result = 0
-    if not 0 < result < 65536:
-        raise usage.UsageError(f"{name} {value}: a number from 1 to 65535")
-    return result
 
 
 class _Blocking:

@@ -39,14 +39,12 @@ from upperecho.client import (
     UpperEchoDatagramClientProtocol,
 )
 from upperecho.optional import missingTLS, usesTLS
+from upperecho.options import encoding, number, port
 from upperecho.scripts._common import (
     ExitStatus,
     Run,
     describe,
-    encoding,
     isOutputClosed,
-    number,
-    port,
     resolve,
     runCommand,
     statusOf,
@@ -366,7 +364,7 @@ class Options(usage.Options):
         self["timeout"] = number("--timeout", self["timeout"], above=True)
         self["retries"] = int(number("--retries", self["retries"], int))
         self["encoding"] = encoding(self["encoding"])
-        self["port"] = port(self["port"])
+        self["port"] = port("PORT", self["port"], 1)
         if self["connect"] is not None:
             if self["udp"]:
                 raise usage.UsageError(

@@ -22,17 +22,16 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from upperecho.address import hostPort
+from upperecho.options import encoding, number
+from upperecho.options import port as portNumber
 from upperecho.scripts._common import (
     ExitStatus,
     Run,
     describe,
-    encoding,
-    number,
     resolve,
     runCommand,
     say,
 )
-from upperecho.scripts._common import port as portNumber
 from upperecho.scripts.probe.channels import (
     ProbeDatagramProtocol,
     ProbeStreamProtocol,
@@ -133,7 +132,7 @@ class ProbeOptions(usage.Options):
         HOST (default localhost) and PORT (default 12000).
         """
         self["host"] = host
-        self["port"] = portNumber(port)
+        self["port"] = portNumber("PORT", port, 1)
 
     def postOptions(self) -> None:
         """
