@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_compat -*-
+# -*- test-case-name: tests.unit.test_compat,tests.unit.test_tcp_eager -*-
 """
 Every private Twisted name upperecho uses, in one place.
 

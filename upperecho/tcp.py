@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_tcp -*-
+# -*- test-case-name: tests.unit.test_tcp,tests.unit.test_tcp_eager -*-
 """
 The TCP side of upperecho: a stream protocol and the factory that limits it.
 
