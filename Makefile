@@ -19,7 +19,7 @@ $(BIN)/python:
 # hides twisted/plugins from twistd.  Reinstalled on each run so the
 # installed copy is the working tree.
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check ".[test,tls]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check ".[test]"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall .
 	$(BIN)/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
 
@@ -33,9 +33,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy upperecho twisted/plugins tests
 
+# Each test runs once: trial runs the trial-style classes, pytest the rest.
 unit: install
 	$(BIN)/python -m twisted.trial --reporter=text tests
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --no-trial-classes
 
 test: lint typecheck unit
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.helpers import BIN, Twistd, freePorts, waitForTCP, waitForUDP
+from tests.helpers import BIN, Twistd, freePorts
 from tests.rstdoc import Command
 
 #: a number as the probe prints them (counts, milliseconds, percentages)
@@ -157,10 +157,10 @@ class Session:
         self.stopServer()
         args = shlex.split(self.ports(command.command))[len(_SERVER) :]
         self.server = Twistd(args)
-        if "--tcp" in args:
-            waitForTCP(self.tcp)
-        if "--udp" in args:
-            waitForUDP(self.udp)
+        self.server.waitBound(
+            tcp=[self.tcp] if "--tcp" in args else [],
+            udp=[self.udp] if "--udp" in args else [],
+        )
         shown = [_TIMESTAMP.sub("", self.ports(line)) for line in command.output]
         server = self.server
         self.case.assertTrue(

@@ -8,13 +8,16 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import trustme
 from twisted.trial.unittest import SynchronousTestCase
 
 BIN = Path(sys.executable).parent
@@ -77,6 +80,38 @@ def waitForTCP(port: int, host: str = "127.0.0.1", timeout: float = 20.0) -> Non
             time.sleep(0.05)
 
 
+def boundSockets(pid: int) -> set[tuple[str, int | str]]:
+    """
+    What process C{pid} has bound: C{("tcp", port)} for each listening TCP
+    socket, C{("udp", port)} for each UDP socket and C{("unix", path)} for
+    each UNIX socket, IPv4 and IPv6 alike, read from C{/proc/net/*} and
+    matched to the process by the sockets' inodes in C{/proc/PID/fd}.
+    """
+    inodes = set()
+    fdDir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fdDir):
+        try:
+            link = os.readlink(os.path.join(fdDir, fd))
+        except OSError:  # closed meanwhile
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[len("socket:[") : -1])
+    found: set[tuple[str, int | str]] = set()
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        kind = table.rstrip("6")
+        for line in Path("/proc/net", table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            # a TCP socket counts once it listens (state 0A)
+            if inode in inodes and (kind == "udp" or state == "0A"):
+                found.add((kind, int(local.rsplit(":", 1)[1], 16)))
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) == 8 and fields[6] in inodes:
+            found.add(("unix", fields[7]))
+    return found
+
+
 def halfCloseExchange(
     port: int, payload: bytes, host: str = "127.0.0.1", timeout: float = 30.0
 ) -> bytes:
@@ -107,27 +142,17 @@ def udpExchange(
         return data
 
 
-def waitForUDP(port: int, host: str = "127.0.0.1", timeout: float = 20.0) -> None:
-    """
-    Wait until a UDP upperecho answers on C{(host, port)}.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if udpExchange(port, b"ping", host, 0.2) == b"PING":
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no UDP reply on {host}:{port}")
-
-
 class Twistd:
     """
     A C{twistd -n upperecho ...} subprocess with its log in a file.
     """
 
-    def __init__(self, args: Sequence[str], runner: str = TWISTD) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        runner: str = TWISTD,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.args = list(args)
         self.dir = tempfile.TemporaryDirectory()
         self.logPath = Path(self.dir.name) / "twistd.log"
@@ -148,8 +173,46 @@ class Twistd:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},
         )
+
+    def waitBound(
+        self,
+        tcp: Sequence[int] = (),
+        udp: Sequence[int] = (),
+        unix: Sequence[str] = (),
+        timeout: float = 30.0,
+    ) -> None:
+        """
+        Wait until this server has bound every port given (TCP listening,
+        UDP bound, UNIX socket paths), as the kernel reports it; a test sends
+        nothing before, so it never races the server's start-up.
+
+        @raise RuntimeError: the server exited first (with its output).
+        @raise TimeoutError: not all were bound within C{timeout} seconds.
+        """
+        wanted: set[tuple[str, int | str]] = {("tcp", p) for p in tcp}
+        wanted |= {("udp", p) for p in udp} | {("unix", p) for p in unix}
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read() if self.process.stderr else b""
+                raise RuntimeError(
+                    f"twistd exited ({self.process.returncode}) before binding "
+                    f"{sorted(map(str, wanted))}: {err.decode(errors='replace')}"
+                    f"{self.log()}"
+                )
+            try:
+                missing = wanted - boundSockets(self.process.pid)
+            except FileNotFoundError:  # the process is gone
+                continue
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"not bound after {timeout} s: {sorted(map(str, missing))}"
+                )
+            time.sleep(0.02)
 
     def log(self) -> str:
         try:
@@ -208,3 +271,55 @@ def assertNear(
     case.assertTrue(
         abs(value - expected) <= delta, f"{value!r} not within {delta} of {expected!r}"
     )
+
+
+@dataclass
+class Certs:
+    """
+    A throw-away CA and a server certificate for C{localhost}/127.0.0.1.
+    """
+
+    ca: trustme.CA
+    caPath: Path
+    keyPath: Path
+    certPath: Path
+
+    def clientContext(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+        return context
+
+    def tlsClient(self, port: int, root: Path) -> str:
+        """
+        A Twisted C{tls:} client endpoint for C{localhost:port} that trusts
+        only this CA, whose certificate is written into the directory
+        C{root}.
+        """
+        root.mkdir(exist_ok=True)
+        (root / "ca.pem").write_bytes(self.caPath.read_bytes())
+        return (
+            f"tls:localhost:{port}:trustRoots={root}:endpoint=tcp\\:127.0.0.1\\:{port}"
+        )
+
+    def listen(self, port: int = 0) -> str:
+        return (
+            f"ssl:{port}:interface=127.0.0.1:privateKey={self.keyPath}"
+            f":certKey={self.certPath}"
+        )
+
+
+def makeCerts(directory: Path) -> Certs:
+    """
+    A new CA and a certificate for C{localhost}/127.0.0.1 it signed, as PEM
+    files in C{directory}.
+    """
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    paths = Certs(
+        ca, directory / "ca.pem", directory / "key.pem", directory / "cert.pem"
+    )
+    ca.cert_pem.write_to_path(str(paths.caPath))
+    cert.private_key_pem.write_to_path(str(paths.keyPath))
+    for i, pem in enumerate(cert.cert_chain_pems):
+        pem.write_to_path(str(paths.certPath), append=i > 0)
+    return paths

@@ -35,8 +35,6 @@ from tests.helpers import (
     freePorts,
     halfCloseExchange,
     udpExchange,
-    waitForTCP,
-    waitForUDP,
 )
 from upperecho.tcp import UpperEchoFactory
 from upperecho.throttle import SourceRateLimiter
@@ -58,8 +56,7 @@ def server() -> Iterator[tuple[int, int, Twistd]]:
     """
     tcp, udp = freePorts()
     with Twistd(["--tcp", str(tcp), "--udp", str(udp)]) as t:
-        waitForTCP(tcp)
-        waitForUDP(udp)
+        t.waitBound(tcp=[tcp], udp=[udp])
         yield tcp, udp, t
 
 
@@ -275,20 +272,6 @@ def acceptQueue(port: int) -> int:
     return 0
 
 
-def established(port: int) -> int:
-    """
-    Established TCP connections whose local port is C{port}: the server's
-    side of its connections.
-    """
-    with open("/proc/net/tcp") as f:
-        return sum(
-            1
-            for line in f.readlines()[1:]
-            if line.split()[3] == "01"
-            and int(line.split()[1].split(":")[1], 16) == port
-        )
-
-
 def test_resetStormAndVanishingPeers(server: tuple[int, int, Twistd]) -> None:
     """
     1,000 connections reset (SO_LINGER 0) in the middle of their stream,
@@ -374,7 +357,7 @@ def test_sigtermWithBusyConnections() -> None:
     t = Twistd(["--tcp", str(tcp), "--udp", str(udp)])
     conns: list[socket.socket] = []
     try:
-        waitForTCP(tcp)
+        t.waitBound(tcp=[tcp], udp=[udp])
         for i in range(100):
             c = socket.create_connection(("127.0.0.1", tcp), timeout=10)
             conns.append(c)
@@ -432,8 +415,8 @@ def loopPair(portA: int, portB: int, rate: int) -> tuple[Twistd, Twistd]:
         ["--interface", "127.0.0.2", "--udp", str(portB), "--udp-rate", str(rate)]
     )
     try:
-        waitForUDP(portA, "127.0.0.1")
-        waitForUDP(portB, "127.0.0.2")
+        a.waitBound(udp=[portA])
+        b.waitBound(udp=[portB])
     except BaseException:
         a.stop()
         b.stop()
@@ -517,18 +500,7 @@ def test_udpRateEndToEnd() -> None:
             flood.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
             flood.bind(("127.0.0.1", 0))
             other.bind(("127.0.0.2", 0))
-            # wait for the server from the second source only, so the
-            # flooding source starts with a full bucket
-            other.settimeout(0.2)
-            deadline = time.monotonic() + 20
-            while True:
-                assert time.monotonic() < deadline, "no UDP reply"
-                other.sendto(b"ping", ("127.0.0.1", port))
-                try:
-                    if other.recvfrom(2048)[0] == b"PING":
-                        break
-                except TimeoutError:
-                    pass
+            t.waitBound(udp=[port])
             start = time.monotonic()
             for i in range(500):
                 flood.sendto(b"flood %d" % i, ("127.0.0.1", port))
@@ -686,12 +658,8 @@ def test_maxConnectionsEndToEnd() -> None:
     tcp, udp = freePorts()
     conns: list[socket.socket] = []
     with Twistd(["--tcp", str(tcp), "--udp", str(udp), "--max-connections", "50"]) as t:
-        waitForTCP(tcp)
+        t.waitBound(tcp=[tcp], udp=[udp])
         deadline = time.monotonic() + 30
-        # the probe connection of waitForTCP must be gone before counting
-        while established(tcp):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
         try:
             for i in range(120):
                 c = socket.create_connection(("127.0.0.1", tcp), timeout=10)

@@ -28,7 +28,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import StringTransportWithDisconnection
 
-from tests.helpers import BIN, Twistd, freePort, freePorts, waitForTCP, waitForUDP
+from tests.helpers import BIN, Twistd, freePort, freePorts
 from upperecho.client import (
     NoReplyError,
     UpperEchoClientProtocol,
@@ -195,9 +195,10 @@ def server() -> Iterator[tuple[int, int, str]]:
     tcp, udp = freePorts()
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "upperecho.sock")
-        with Twistd(["--tcp", str(tcp), "--udp", str(udp), "--listen", f"unix:{path}"]):
-            waitForTCP(tcp)
-            waitForUDP(udp)
+        with Twistd(
+            ["--tcp", str(tcp), "--udp", str(udp), "--listen", f"unix:{path}"]
+        ) as t:
+            t.waitBound(tcp=[tcp], udp=[udp], unix=[path])
             yield tcp, udp, path
 
 

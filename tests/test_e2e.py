@@ -24,8 +24,6 @@ from tests.helpers import (
     halfCloseExchange,
     runTwistd,
     udpExchange,
-    waitForTCP,
-    waitForUDP,
 )
 from upperecho.transform import upper
 
@@ -34,8 +32,7 @@ from upperecho.transform import upper
 def server() -> Iterator[tuple[int, int, Twistd]]:
     tcp, udp = freePorts()
     with Twistd(["--tcp", str(tcp), "--udp", str(udp)]) as t:
-        waitForTCP(tcp)
-        waitForUDP(udp)
+        t.waitBound(tcp=[tcp], udp=[udp])
         yield tcp, udp, t
 
 
@@ -171,9 +168,8 @@ def test_listenEndpoints() -> None:
                 "--listen",
                 f"unix:{path}",
             ]
-        ):
-            waitForTCP(tcp)
-            waitForTCP(tcp6, "::1")
+        ) as t:
+            t.waitBound(tcp=[tcp, tcp6], unix=[path])
             targets: list[tuple[int, Any]] = [
                 (socket.AF_INET, ("127.0.0.1", tcp)),
                 (socket.AF_INET6, ("::1", tcp6)),
@@ -196,10 +192,9 @@ def test_dualStack() -> None:
     --interface :: serves IPv4 and IPv6 clients over TCP and UDP.
     """
     tcp, udp = freePort(host="::1"), freePort(socket.SOCK_DGRAM, "::1")
-    with Twistd(["--interface", "::", "--tcp", str(tcp), "--udp", str(udp)]):
-        waitForTCP(tcp, "::1")
+    with Twistd(["--interface", "::", "--tcp", str(tcp), "--udp", str(udp)]) as t:
+        t.waitBound(tcp=[tcp], udp=[udp])
         for host in ("127.0.0.1", "::1"):
-            waitForUDP(udp, host)
             assert udpExchange(udp, b"dual", host) == b"DUAL"
             with socket.create_connection((host, tcp), timeout=10) as s:
                 s.sendall(b"dual")
@@ -213,7 +208,7 @@ def test_sigtermExitsCleanly() -> None:
     """
     tcp, udp = freePorts()
     t = Twistd(["--tcp", str(tcp), "--udp", str(udp)])
-    waitForTCP(tcp)
+    t.waitBound(tcp=[tcp], udp=[udp])
     conn = socket.create_connection(("127.0.0.1", tcp))
     start = time.monotonic()
     t.process.send_signal(signal.SIGTERM)
@@ -232,8 +227,8 @@ def test_twistRunner() -> None:
     The newer C{twist} runner runs the same plugin.
     """
     tcp, udp = freePorts()
-    with Twistd(["--tcp", str(tcp), "--udp", str(udp)], runner=str(BIN / "twist")):
-        waitForTCP(tcp)
+    with Twistd(["--tcp", str(tcp), "--udp", str(udp)], runner=str(BIN / "twist")) as t:
+        t.waitBound(tcp=[tcp], udp=[udp])
         with socket.create_connection(("127.0.0.1", tcp), timeout=10) as s:
             s.sendall(b"twist")
             assert s.recv(1024) == b"TWIST"

@@ -272,8 +272,8 @@ def test_realHAProxy() -> None:
     cfg.write_text(HAPROXY_CFG.format(front=front, one=one, two=two))
     haproxy = None
     try:
-        for port in instances:
-            waitForTCP(port)
+        for port, instance in instances.items():
+            instance.waitBound(tcp=[port, metrics[port]])
         haproxy = subprocess.Popen(
             ["haproxy", "-db", "-f", str(cfg)],
             stdin=subprocess.DEVNULL,

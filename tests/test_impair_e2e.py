@@ -18,7 +18,7 @@ from itertools import pairwise
 
 from twisted.internet.task import Clock
 
-from tests.helpers import Twistd, freePorts, runTwistd, waitForTCP
+from tests.helpers import Twistd, freePorts, runTwistd
 from upperecho.impair import Impairment
 from upperecho.udp import Address
 
@@ -39,7 +39,7 @@ class ImpairedServer:
         self._stopped = False
         self._twistd = Twistd(["--tcp", str(tcp), "--udp", str(self.udp), *options])
         try:
-            waitForTCP(tcp)
+            self._twistd.waitBound(tcp=[tcp], udp=[self.udp])
         except BaseException:
             self._twistd.stop()
             raise

@@ -23,8 +23,7 @@ from tests.helpers import (
     freePort,
     freePorts,
     runTwistd,
-    waitForTCP,
-    waitForUDP,
+    udpExchange,
 )
 from upperecho.metrics import UpperEchoCollector
 from upperecho.tap import Options
@@ -133,7 +132,7 @@ class OptionsTests(SynchronousTestCase):
         e = self.assertRaises(
             usage.UsageError, Options().parseOptions, ["--metrics", "tcp:9100"]
         )
-        self.assertIn("pip install 'upperecho[metrics]'", str(e))
+        self.assertIn("pip install 'prometheus-client'", str(e))
 
 
 def _scrape(port: int) -> Samples:
@@ -154,9 +153,9 @@ def test_scrapeAfterTraffic() -> None:
     args = ["--tcp", str(tcpPort), "--udp", str(udpPort), "--interface", "127.0.0.1"]
     args += ["--udp-rate", "3", "--idle-timeout", "1"]
     args += ["--metrics", f"tcp:{metricsPort}:interface=127.0.0.1"]
-    with Twistd(args):
-        waitForTCP(metricsPort)
-        waitForUDP(udpPort)  # one datagram, answered
+    with Twistd(args) as t:
+        t.waitBound(tcp=[tcpPort, metricsPort], udp=[udpPort])
+        assert udpExchange(udpPort, b"ping") == b"PING"  # one datagram, answered
         before = _scrape(metricsPort)
         payloads = [b"hello\n", "\u0149 stra\u00dfe\n".encode(), b"x" * 100_000]
         for payload in payloads:

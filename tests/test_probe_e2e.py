@@ -26,8 +26,6 @@ from tests.helpers import (
     Twistd,
     freePort,
     freePorts,
-    waitForTCP,
-    waitForUDP,
 )
 
 PROBE = [sys.executable, "-m", "upperecho.probe", "--probe"]
@@ -49,9 +47,8 @@ def probe(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[int, int]]:
     tcp, udp = freePorts()
-    with Twistd(["--tcp", str(tcp), "--udp", str(udp), "--udp-rate", "0"]):
-        waitForTCP(tcp)
-        waitForUDP(udp)
+    with Twistd(["--tcp", str(tcp), "--udp", str(udp), "--udp-rate", "0"]) as t:
+        t.waitBound(tcp=[tcp], udp=[udp])
         yield tcp, udp
 
 

@@ -21,7 +21,6 @@ from tests.helpers import (
     freePort,
     halfCloseExchange,
     runTwistd,
-    waitForTCP,
 )
 from upperecho.transform import upper
 
@@ -103,7 +102,7 @@ def test_emulatedActivation(tmp_path: Path) -> None:
     runner.chmod(0o755)
     server = Twistd(["--listen", "systemd:domain=INET:index=0"], runner=str(runner))
     try:
-        waitForTCP(port)  # the wrapper has bound; twistd may still be starting
+        server.waitBound(tcp=[port])
         _check(server, port)
     finally:
         server.stop()

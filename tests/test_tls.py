@@ -13,59 +13,27 @@ import ssl
 import subprocess
 import time
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
-import trustme
 from twisted.internet import reactor as _reactor
 from twisted.internet import task, threads
 
-from tests.helpers import BIN, Twistd, freePort, waitForTCP
+from tests.helpers import BIN, Certs, Twistd, freePort, makeCerts, waitForTCP
 from tests.tlsclient import TLSClient
-from upperecho.endpoints import HalfCloseableTLSProtocol, serverEndpoint
+from upperecho.endpoints import serverEndpoint
 from upperecho.tcp import UpperEchoFactory
+from upperecho.tls import HalfCloseableTLSProtocol
 from upperecho.transform import upper
 
 reactor: Any = _reactor
 
 
-@dataclass
-class Certs:
-    """
-    A throw-away CA and a server certificate for C{localhost}/127.0.0.1.
-    """
-
-    ca: trustme.CA
-    caPath: Path
-    keyPath: Path
-    certPath: Path
-
-    def clientContext(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        self.ca.configure_trust(context)
-        return context
-
-    def listen(self, port: int = 0) -> str:
-        return (
-            f"ssl:{port}:interface=127.0.0.1:privateKey={self.keyPath}"
-            f":certKey={self.certPath}"
-        )
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    d = tmp_path_factory.mktemp("tls")
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    paths = Certs(ca, d / "ca.pem", d / "key.pem", d / "cert.pem")
-    ca.cert_pem.write_to_path(str(paths.caPath))
-    cert.private_key_pem.write_to_path(str(paths.keyPath))
-    for i, pem in enumerate(cert.cert_chain_pems):
-        pem.write_to_path(str(paths.certPath), append=i > 0)
-    return paths
+    return makeCerts(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +42,8 @@ def tlsServer(certs: Certs) -> Iterator[int]:
     A real C{twistd -n upperecho --listen ssl:...}; yields its port.
     """
     port = freePort()
-    with Twistd(["--listen", certs.listen(port)]):
-        waitForTCP(port)
+    with Twistd(["--listen", certs.listen(port)]) as t:
+        t.waitBound(tcp=[port])
         yield port
 
 
@@ -160,7 +128,7 @@ def test_refusedByMaxConnections(certs: Certs) -> None:
     from twisted.internet import ssl as tssl
     from twisted.internet.task import Clock
 
-    from upperecho.endpoints import HalfCloseableTLSFactory
+    from upperecho.tls import HalfCloseableTLSFactory
 
     built: list[object] = []
 
@@ -301,7 +269,7 @@ def test_haproxyTLSPassthrough(certs: Certs, tmp_path: Path) -> None:
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(HAPROXY_TLS_CFG.format(front=front, back=back))
     with Twistd(["--listen", "haproxy:" + certs.listen(back)]) as server:
-        waitForTCP(back)
+        server.waitBound(tcp=[back])
         haproxy = subprocess.Popen(
             ["haproxy", "-db", "-f", str(cfg)],
             stdin=subprocess.DEVNULL,
@@ -374,14 +342,8 @@ def test_projectClientPipe(
     certificate as its only trust root, gets every byte back uppercased:
     client and server end a TLS stream without losing what is still owed.
     """
-    roots = tmp_path / "roots"
-    roots.mkdir()
-    (roots / "ca.pem").write_bytes(certs.caPath.read_bytes())
     data = os.urandom(size)
-    endpoint = (
-        f"tls:localhost:{tlsServer}:trustRoots={roots}"
-        f":endpoint=tcp\\:127.0.0.1\\:{tlsServer}"
-    )
+    endpoint = certs.tlsClient(tlsServer, tmp_path / "roots")
     result = subprocess.run(
         [str(BIN / "upperecho-client"), "--connect", endpoint],
         input=data,

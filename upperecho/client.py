@@ -48,6 +48,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from upperecho.address import hostPort
+from upperecho.optional import missingTLS, usesTLS
 from upperecho.transform import _PASSTHROUGH, checkEncoding, isAsciiCompatible
 from upperecho.udp import MAX_DATAGRAM, MAX_PAYLOAD_IPV4, MAX_PAYLOAD_IPV6
 
@@ -865,6 +866,10 @@ async def _runTCP(
 
     if config["connect"] is not None:
         target = config["connect"]
+        missing = missingTLS() if usesTLS(target) else None
+        if missing:
+            say(f"--connect {target}: {missing}")
+            return 2
         try:
             endpoint = clientFromString(reactor, target)
         except Exception as e:

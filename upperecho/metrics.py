@@ -8,8 +8,7 @@ protocol keep anyway, so a request costs the same with metrics on or off.
 The text is served at C{/metrics} by C{twisted.web} on any Twisted server
 endpoint, in the same reactor thread as the echo services.
 
-Needs the optional dependency C{prometheus-client}
-(C{pip install upperecho[metrics]}).
+Built on C{prometheus-client}, a dependency of upperecho.
 """
 
 from __future__ import annotations

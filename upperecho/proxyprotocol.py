@@ -29,10 +29,7 @@ from twisted.protocols.haproxy._wrapper import (
 from zope.interface import implementer
 
 from upperecho.address import addressText
-from upperecho.endpoints import (
-    _passReadConnectionLost,
-    _passWriteConnectionLost,
-)
+from upperecho.halfclose import passReadConnectionLost, passWriteConnectionLost
 
 __all__ = ["HalfCloseableHAProxyFactory", "HalfCloseableHAProxyWrapper"]
 
@@ -114,13 +111,13 @@ class HalfCloseableHAProxyWrapper(HAProxyProtocolWrapper):
         """
         The proxy shut its sending side: let the protocol answer what it owes.
         """
-        _passReadConnectionLost(self)
+        passReadConnectionLost(self)
 
     def writeConnectionLost(self) -> None:
         """
         The proxy reads no more: let the protocol stop.
         """
-        _passWriteConnectionLost(self)
+        passWriteConnectionLost(self)
 
 
 class HalfCloseableHAProxyFactory(HAProxyWrappingFactory):

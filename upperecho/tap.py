@@ -24,6 +24,7 @@ from twisted.python import usage
 from upperecho.allocator import tuneAllocator
 from upperecho.endpoints import endpointService
 from upperecho.impair import Impairment
+from upperecho.optional import missingMetrics, missingTLS, usesTLS
 from upperecho.tcp import UpperEchoFactory
 from upperecho.transform import checkEncoding
 from upperecho.udp import MAX_DATAGRAM, UpperEchoDatagramProtocol, listenUDP
@@ -96,19 +97,38 @@ def _checkMetrics(description: str) -> None:
     """
     Fail now, as a usage error, if C{--metrics} cannot work.
     """
-    try:
-        import prometheus_client  # noqa: F401
-    except ImportError:
-        raise usage.UsageError(
-            f"--metrics {description}: prometheus-client is not installed "
-            "(pip install 'upperecho[metrics]')"
-        ) from None
+    missing = missingMetrics()
+    if missing:
+        raise usage.UsageError(f"--metrics {description}: {missing}")
+    _checkEndpoint("metrics", description)
+
+
+def _checkEndpoint(option: str, description: str) -> None:
+    """
+    Fail now, as a usage error, if C{description} is not a server endpoint
+    that can work here.
+
+    It is parsed against a reactor that never listens: this catches syntax
+    errors, unknown prefixes and unreadable TLS files now, as a usage error,
+    instead of as a traceback at start-up.
+    """
+    if usesTLS(description):
+        missing = missingTLS()
+        if missing:
+            raise usage.UsageError(f"--{option} {description}: {missing}")
     try:
         from twisted.internet.endpoints import serverFromString
 
         serverFromString(MemoryReactor(), description)
     except Exception as e:
-        raise usage.UsageError(f"--metrics {description}: {e}") from None
+        hint = ""
+        if description.startswith("systemd:") and isinstance(e, (IndexError, KeyError)):
+            hint = (
+                " (no such socket was passed: Twisted needs LISTEN_PID, "
+                "LISTEN_FDS and LISTEN_FDNAMES, as systemd sets them; with "
+                "systemd-socket-activate add --fdname=NAME)"
+            )
+        raise usage.UsageError(f"--{option} {description}: {e}{hint}") from None
 
 
 class Options(usage.Options):
@@ -198,8 +218,7 @@ class Options(usage.Options):
             None,
             None,
             "Serve Prometheus metrics at /metrics on this server endpoint, "
-            "e.g. tcp:9100:interface=127.0.0.1 (needs prometheus-client: "
-            "pip install 'upperecho[metrics]').",
+            "e.g. tcp:9100:interface=127.0.0.1.",
         ],
     ]
 
@@ -218,24 +237,7 @@ class Options(usage.Options):
         ssl:12443:privateKey=key.pem:certKey=cert.pem,
         systemd:domain=INET:index=0, haproxy:tcp:12000.
         """
-        try:
-            # Parsed against a reactor that never listens: this catches
-            # syntax errors, unknown prefixes and unreadable TLS files now,
-            # as a usage error, instead of as a traceback at start-up.
-            from twisted.internet.endpoints import serverFromString
-
-            serverFromString(MemoryReactor(), description)
-        except Exception as e:
-            hint = ""
-            if description.startswith("systemd:") and isinstance(
-                e, (IndexError, KeyError)
-            ):
-                hint = (
-                    " (no such socket was passed: Twisted needs LISTEN_PID, "
-                    "LISTEN_FDS and LISTEN_FDNAMES, as systemd sets them; with "
-                    "systemd-socket-activate add --fdname=NAME)"
-                )
-            raise usage.UsageError(f"--listen {description}: {e}{hint}") from None
+        _checkEndpoint("listen", description)
         self["listen"].append(description)
 
     def postOptions(self) -> None:
