@@ -153,6 +153,7 @@ class Twistd:
         args: Sequence[str],
         runner: str = TWISTD,
         env: Mapping[str, str] | None = None,
+        twistdArgs: Sequence[str] = (),
     ) -> None:
         self.args = list(args)
         self.dir = tempfile.TemporaryDirectory()
@@ -163,6 +164,7 @@ class Twistd:
             "--pidfile=",
             "-l",
             str(self.logPath),
+            *twistdArgs,
             "upperecho",
             *self.args,
         ]

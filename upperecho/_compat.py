@@ -16,6 +16,9 @@ The guards, from cheapest to most drastic fallback:
     attribute it reads, per connection; without them, writes go through
     C{transport.write} (slower, same bytes);
   - L{unconnectedUDPSocket}: the UDP fast path, likewise;
+  - L{leanDispatchAvailable}: upperecho's reactor dispatches in line only
+    where the epoll reactor and the context tracker have what it reads;
+    elsewhere it is Twisted's own C{doPoll};
   - L{tlsTransportUsable}: the half-closeable TLS transport overrides
     private methods of C{BufferingTLSTransport}; without them,
     L{upperecho.endpoints} serves Twisted's own TLS wrapper;
@@ -45,6 +48,7 @@ __all__ = [
     "PrivateNames",
     "definesAttribute",
     "eagerSocket",
+    "leanDispatchAvailable",
     "raiseListenErrors",
     "sniEndpointType",
     "sslEndpointParts",
@@ -74,8 +78,9 @@ class PrivateNames:
     twisted: str = AUDITED
 
 
-#: what L{eagerSocket} checks, and C{UpperEchoProtocol._write} then reads, of
-#: a C{twisted.internet.tcp.Server}: its socket and its write buffer's state
+#: what L{eagerSocket} checks, and C{UpperEchoProtocol._write} and
+#: C{_closeNow} then read, of a C{twisted.internet.tcp.Server}: its socket,
+#: its write buffer's state, its producer, and how it ends
 TCP_SERVER_ATTRIBUTES = (
     "socket",
     "dataBuffer",
@@ -84,6 +89,8 @@ TCP_SERVER_ATTRIBUTES = (
     "disconnecting",
     "_writeDisconnected",
     "TLS",
+    "producer",
+    "connectionLost",
 )
 
 #: the private parts of C{BufferingTLSTransport} that
@@ -98,6 +105,10 @@ TLS_TRANSPORT_ATTRIBUTES = (
     "_handshakeDone",
     "_shutdownTLS",
 )
+
+#: the epoll reactor's private names L{upperecho.reactor.UpperEchoReactor}'s
+#: lean dispatch uses
+REACTOR_ATTRIBUTES = ("_poller", "_selectables", "_doReadOrWrite")
 
 #: what L{sslEndpointParts} reads of an C{ssl:} server endpoint
 SSL_ENDPOINT_ATTRIBUTES = ("_port", "_sslContextFactory", "_backlog", "_interface")
@@ -117,6 +128,17 @@ PRIVATE_NAMES = (
         "twisted.protocols.tls:BufferingTLSTransport",
         TLS_TRANSPORT_ATTRIBUTES,
         "half-close over TLS (upperecho.tls); else Twisted's TLS wrapper",
+    ),
+    PrivateNames(
+        "twisted.internet.epollreactor:EPollReactor",
+        REACTOR_ATTRIBUTES,
+        "upperecho.reactor's in-line dispatch; else Twisted's own doPoll",
+    ),
+    PrivateNames(
+        "twisted.python.context:ContextTracker",
+        ("contexts",),
+        "the same: the per-thread context stack it pushes the log context "
+        "on (not underscored, but undocumented)",
     ),
     PrivateNames(
         "twisted.internet.endpoints:SSL4ServerEndpoint",
@@ -210,6 +232,26 @@ def unconnectedUDPSocket(
     if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_DGRAM:
         return None
     return sock
+
+
+def leanDispatchAvailable(reactor: object) -> bool:
+    """
+    Whether every private name L{UpperEchoReactor.doPoll
+    <upperecho.reactor.UpperEchoReactor.doPoll>} reads is there on
+    C{reactor} and on Twisted's context tracker.
+    """
+    from twisted.python import context
+
+    tracker = context.theContextTracker
+    if type(tracker) is not context.ThreadedContextTracker:
+        return False
+    try:
+        stack = tracker.currentContext().contexts
+    except AttributeError:
+        return False
+    return isinstance(stack, list) and all(
+        hasattr(reactor, name) for name in REACTOR_ATTRIBUTES
+    )
 
 
 def tlsTransportUsable() -> bool:

@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IReactorTime, IUDPTransport
 from twisted.internet.protocol import DatagramProtocol, Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from upperecho._reactor import reactorOr
+from upperecho._globalreactor import reactorOr
 from upperecho.address import hostPort
 from upperecho.transform import checkEncoding, codecErrors
 

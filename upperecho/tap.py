@@ -21,7 +21,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from upperecho import options
-from upperecho._reactor import reactorOr
+from upperecho._globalreactor import reactorOr
+from upperecho._version import __version__
 from upperecho.allocator import tuneAllocator
 from upperecho.endpoints import endpointService
 from upperecho.impair import Impairment
@@ -266,6 +267,8 @@ class UpperEchoService(MultiService):
     _log = Logger()
     #: whether starting calls L{tuneAllocator}
     tuneMalloc = True
+    #: the reactor the services listen with (named in the start-up log)
+    reactor: Any = None
 
     def privilegedStartService(self) -> None:
         Service.privilegedStartService(self)
@@ -276,6 +279,12 @@ class UpperEchoService(MultiService):
         # here, not in privilegedStartService: the twist runner calls only this
         if self.tuneMalloc:
             tuneAllocator()
+        kind = type(self.reactor)
+        self._log.info(
+            "upperecho {version}: reactor {reactor}",
+            version=__version__,
+            reactor=f"{kind.__module__}.{kind.__qualname__}",
+        )
         Service.startService(self)
         for child in self:
             self._start(child, child.startService)
@@ -340,6 +349,18 @@ class UDPService(Service):
         return stopped if isinstance(stopped, Deferred) else None
 
 
+def _installReactor() -> None:
+    """
+    Install upperecho's epoll reactor if no reactor was chosen (Linux only:
+    elsewhere there is no epoll, and Twisted's default stays).
+    """
+    try:
+        from upperecho.reactor import installIfUnchosen
+    except ImportError:
+        return
+    installIfUnchosen()
+
+
 def makeService(
     config: Options | dict[str, Any], reactor: Any = None
 ) -> UpperEchoService:
@@ -347,10 +368,14 @@ def makeService(
     Build the upperecho services from parsed L{Options}.
 
     @param reactor: the reactor to listen with (tests pass a fake); the
-        global reactor by default.
+        global reactor by default, which is L{upperecho.reactor}'s where
+        nothing installed one before (C{twistd --reactor NAME} always wins).
     """
+    if reactor is None:
+        _installReactor()
     reactor = reactorOr(reactor)
     top = UpperEchoService()
+    top.reactor = reactor
     listens: Sequence[str] = config.get("listen", [])
     factory = None
     proto = None

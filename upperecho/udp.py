@@ -23,7 +23,7 @@ from twisted.internet.udp import Port as _UDPPort
 from twisted.logger import Logger
 
 from upperecho._compat import unconnectedUDPSocket
-from upperecho._reactor import reactorOr
+from upperecho._globalreactor import reactorOr
 from upperecho.throttle import LogThrottle, SourceRateLimiter
 from upperecho.transform import (
     checkEncoding,

@@ -5,34 +5,17 @@ documentation cannot drift from the API.
 
 from __future__ import annotations
 
-import textwrap
 import unittest
-from pathlib import Path
 
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.rstdoc import ROOT, Document
 from upperecho import MAX_DATAGRAM, UpperEchoFactory
 from upperecho.udp import UpperEchoPort
 
-README = Path(__file__).resolve().parents[2] / "README.rst"
-
-
-def codeBlockAfter(marker: str) -> str:
-    """
-    The first literal block (indented after a C{::} line) that follows
-    C{marker} in README.rst.
-    """
-    lines = README.read_text(encoding="utf-8").splitlines()
-    start = next(i for i, line in enumerate(lines) if marker in line)
-    begin = next(i for i in range(start, len(lines)) if lines[i].endswith("::")) + 1
-    block = []
-    for line in lines[begin:]:
-        if line and not line.startswith(" "):
-            break
-        block.append(line)
-    return textwrap.dedent("\n".join(block))
+README = Document(ROOT / "README.rst")
 
 
 class ReadmeTests(SynchronousTestCase):
@@ -45,7 +28,7 @@ class ReadmeTests(SynchronousTestCase):
         The StringTransport example test passes.
         """
         namespace: dict[str, object] = {}
-        exec(codeBlockAfter("Testing a protocol without a network"), namespace)
+        exec(README.codeBlockAfter("Testing a protocol without a network"), namespace)
         case = namespace["ProtocolTests"]
         assert isinstance(case, type)
         result = unittest.TestResult()
@@ -62,7 +45,9 @@ class ReadmeTests(SynchronousTestCase):
         port and a reactor that never runs, instead of 12000 and the global
         reactor).
         """
-        code = codeBlockAfter("Using the protocols in your own Twisted application")
+        code = README.codeBlockAfter(
+            "Using the protocols in your own Twisted application"
+        )
         self.assertIn("from twisted.internet import reactor", code)
         code = code.replace("from twisted.internet import reactor", "")
         code = code.replace("12000", "0")

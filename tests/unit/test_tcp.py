@@ -288,11 +288,16 @@ class LimitTests(SynchronousTestCase):
 
     def test_sweepStopsWhenEmpty(self) -> None:
         """
-        With no connection left, no sweep timer remains.
+        With no connection left, the sweep timer runs out at its next turn
+        and is not scheduled again; a new connection schedules it anew.
         """
         factory = UpperEchoFactory(idleTimeout=10, clock=self.clock)
         lose(*connect(factory))
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(factory.sweepInterval)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+        connect(factory)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
 
 
 #: text with multi-byte UTF-8 characters, including ones whose uppercase

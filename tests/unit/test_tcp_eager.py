@@ -18,7 +18,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet import main, protocol, tcp
+from twisted.internet import error, main, protocol, tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import (
@@ -123,6 +123,17 @@ class Connected:
         while self.transport in self.reactor.writers and result is None:
             result = self.transport.doWrite()
         return result
+
+    def end(self) -> None:
+        """
+        After the peer's EOF, let the connection end as the reactor would:
+        it is over already if the protocol closed it at once (nothing was
+        queued), else C{doWrite} sends the rest and reports it done.
+        """
+        if not self.transport.disconnected:
+            result = self.flush()
+            assert result == main.CONNECTION_DONE, result
+            self.transport.connectionLost(Failure(main.CONNECTION_DONE))
 
     def receive(self, n: int) -> bytes:
         """
@@ -346,6 +357,7 @@ class EagerWriteTests(SynchronousTestCase):
         register the producer again: the close would then never finish.
         """
         c = self.connect(["eagain"])
+        c.proto.dataReceived(b"queued")  # EAGAIN: queued, so EOF waits for it
         c.proto.readConnectionLost()
         self.assertTrue(c.transport.disconnecting)
         c.proto._write(b"late")
@@ -368,13 +380,49 @@ class EagerWriteTests(SynchronousTestCase):
 
     def test_halfCloseDirect(self) -> None:
         """
-        With nothing queued, the held tail is sent at once on EOF.
+        With nothing queued, the held tail is sent at once on EOF and the
+        connection ends at once, as a reactor ends one on the peer's EOF:
+        C{connectionLost} with C{ConnectionDone}, the factory told, the
+        socket closed after what the kernel holds.
         """
         c = self.connect()
+        lost: list[Failure] = []
+
+        def connectionLost(reason: Failure) -> None:
+            lost.append(reason)
+
+        c.proto.connectionLost = connectionLost  # type: ignore[method-assign,assignment]
         c.proto.dataReceived("straße \xe4".encode()[:-1])
         c.proto.readConnectionLost()
-        self.assertEqual(c.flush(), main.CONNECTION_DONE)
-        self.assertEqual(c.receive(9), b"STRASSE " + "\xe4".encode()[:1])
+        self.assertTrue(c.transport.disconnected)
+        self.assertNotIn(c.transport, c.reactor.writers)
+        self.assertEqual([f.type for f in lost], [error.ConnectionDone])
+        self.assertEqual(c.receive(10), b"STRASSE " + "\xe4".encode()[:1])
+        self.assertEqual(c.client.recv(10), b"")
+
+    def test_halfCloseDirectForgetsConnection(self) -> None:
+        """
+        A connection ended at once leaves the factory's table.
+        """
+        c = self.connect()
+        c.proto.dataReceived(b"bye")
+        self.assertEqual(c.factory.connections, {c.proto})
+        c.proto.readConnectionLost()
+        self.assertEqual(c.factory.connections, set())
+        self.assertEqual(c.factory.bytesOutClosed, 3)
+
+    def test_halfCloseWithoutPrivateNames(self) -> None:
+        """
+        If the transport's write-buffer attributes are gone (a Twisted that
+        changed its internals), EOF closes through C{loseConnection}.
+        """
+        c = self.connect()
+        c.proto.dataReceived(b"abc")
+        del c.transport._tempDataLen
+        c.proto.readConnectionLost()
+        self.assertFalse(c.transport.disconnected)
+        self.assertTrue(c.transport.disconnecting)
+        self.assertIsNone(c.proto._sock)
 
     def test_tlsStartedLater(self) -> None:
         """
@@ -421,8 +469,9 @@ class EagerWriteTests(SynchronousTestCase):
                     c.flush()
             c.proto.readConnectionLost()
             expected += want.flush()
-            self.assertEqual(c.flush(), main.CONNECTION_DONE)
-            self.assertEqual(c.receive(len(expected)), expected)
+            c.end()
+            self.assertEqual(c.receive(len(expected) + 1), expected)
+            self.assertEqual(c.client.recv(10), b"")  # and then EOF
         finally:
             c.close()
 

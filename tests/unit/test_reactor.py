@@ -1,0 +1,194 @@
+"""
+Tests for L{upperecho.reactor}: the lean dispatch does what Twisted's
+epoll reactor does (same log context while a selectable runs, same logging
+and disconnection when it raises), uses only private names that are there,
+and falls back to Twisted's own C{doPoll} when they are not.
+
+Each scenario runs on L{UpperEchoReactor} and on Twisted's L{EPollReactor},
+and the two are compared.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.epollreactor import EPollReactor
+from twisted.python import context, log
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from upperecho.reactor import (
+    UpperEchoReactor,
+    installIfUnchosen,
+    leanDispatchAvailable,
+)
+
+PREFIX = "PipeProtocol,7,192.0.2.1"
+
+
+class PipeReader(FileDescriptor):
+    """
+    The read end of a pipe, recording the log context it is called in.
+    """
+
+    def __init__(self, reactor: Any, fd: int, action: Callable[[], object]) -> None:
+        super().__init__(reactor)
+        self.fd = fd
+        self.action = action
+        self.contexts: list[dict[str, Any]] = []
+        self.lost: list[type[BaseException] | None] = []
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def logPrefix(self) -> str:
+        return PREFIX
+
+    def doRead(self) -> object:
+        os.read(self.fd, 100)
+        self.contexts.append(dict(context.get(log.ILogContext)))
+        return self.action()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.lost.append(reason.type)
+        FileDescriptor.connectionLost(self, reason)
+
+
+class Scenario:
+    """
+    One reactor, one pipe registered for reading, the legacy log events.
+    """
+
+    def __init__(
+        self, case: SynchronousTestCase, kind: type[EPollReactor], action: Any
+    ) -> None:
+        self.reactor = kind()
+        case.addCleanup(self.close)
+        self.r, self.w = os.pipe()
+        self.reader = PipeReader(self.reactor, self.r, action)
+        self.events: list[dict[str, Any]] = []
+        log.addObserver(self.events.append)
+        case.addCleanup(log.removeObserver, self.events.append)
+
+    def run(self) -> None:
+        self.reactor.addReader(self.reader)
+        os.write(self.w, b"x")
+        before = context.get(log.ILogContext)
+        self.reactor.doPoll(0)
+        # the context is what it was: the pushed one is gone
+        assert context.get(log.ILogContext) is before
+
+    def logged(self) -> list[tuple[Any, ...]]:
+        return [
+            (e.get("system"), e.get("isError"), getattr(e.get("failure"), "type", None))
+            for e in self.events
+        ]
+
+    def close(self) -> None:
+        self.reactor.removeAll()
+        self.reactor._poller.close()
+        for fd in (self.r, self.w):
+            os.close(fd)
+
+
+class LeanDispatchTests(SynchronousTestCase):
+    def both(self, action: Any) -> tuple[Scenario, Scenario]:
+        ours = Scenario(self, UpperEchoReactor, action)
+        assert isinstance(ours.reactor, UpperEchoReactor)
+        self.assertTrue(ours.reactor.lean)
+        stock = Scenario(self, EPollReactor, action)
+        ours.run()
+        stock.run()
+        return ours, stock
+
+    def test_privateNames(self) -> None:
+        """
+        Every private name the lean dispatch reads is there in this Twisted.
+        """
+        reactor = UpperEchoReactor()
+        self.addCleanup(reactor._poller.close)
+        for name in ("_poller", "_selectables", "_doReadOrWrite"):
+            self.assertTrue(hasattr(reactor, name), name)
+        tracker = context.theContextTracker
+        self.assertIsInstance(tracker, context.ThreadedContextTracker)
+        self.assertIsInstance(tracker.currentContext().contexts, list)
+        self.assertTrue(leanDispatchAvailable(reactor))
+
+    def test_sameContext(self) -> None:
+        """
+        While a selectable reads, the log context is the one Twisted sets:
+        the current context with C{system} set to the selectable's prefix.
+        """
+        ours, stock = self.both(lambda: None)
+        self.assertEqual(ours.reader.contexts, stock.reader.contexts)
+        self.assertEqual(ours.reader.contexts[0]["system"], PREFIX)
+        self.assertEqual(ours.reader.lost, [])
+
+    def test_tracebackNamesConnection(self) -> None:
+        """
+        An exception in C{doRead} is logged with the selectable's prefix as
+        C{system}, and the selectable is disconnected, as by Twisted.
+        """
+
+        def fail() -> None:
+            raise ValueError("boom")
+
+        ours, stock = self.both(fail)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 2)
+        self.assertEqual(ours.logged(), stock.logged())
+        self.assertIn((PREFIX, 1, ValueError), ours.logged())
+        self.assertEqual(ours.reader.lost, stock.reader.lost)
+        self.assertEqual(ours.reader.lost, [ValueError])
+
+    def test_buggyLogPrefix(self) -> None:
+        """
+        A C{logPrefix} that raises is logged as Twisted logs it, and the
+        read still happens.
+        """
+        ours = Scenario(self, UpperEchoReactor, lambda: None)
+        stock = Scenario(self, EPollReactor, lambda: None)
+        for s in (ours, stock):
+            s.reader.logPrefix = lambda: str(1 / 0)  # type: ignore[method-assign]
+            s.run()
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
+        self.assertEqual(ours.logged(), stock.logged())
+        self.assertEqual(ours.reader.contexts, stock.reader.contexts)
+        self.assertEqual(ours.reader.contexts[0]["system"], "(buggy logPrefix method)")
+
+    def test_fallback(self) -> None:
+        """
+        With a context tracker other than Twisted's own, the reactor uses
+        Twisted's C{doPoll}, and reads still happen.
+        """
+        saved = context.theContextTracker
+        context.installContextTracker(context.ContextTracker())
+        self.addCleanup(context.installContextTracker, saved)
+        s = Scenario(self, UpperEchoReactor, lambda: None)
+        assert isinstance(s.reactor, UpperEchoReactor)
+        self.assertFalse(s.reactor.lean)
+        s.run()
+        self.assertEqual(s.reader.contexts[0]["system"], PREFIX)
+
+    def test_missingReactorName(self) -> None:
+        """
+        A reactor without one of the names is not dispatched leanly.
+        """
+
+        class Other:
+            _poller = _selectables = None
+
+        self.assertFalse(leanDispatchAvailable(Other()))
+
+    def test_notOverAnInstalledReactor(self) -> None:
+        """
+        Where a reactor is installed already, nothing is replaced.
+        """
+        from twisted.internet import reactor
+
+        self.assertFalse(installIfUnchosen())
+        from twisted.internet import reactor as after
+
+        self.assertIs(after, reactor)
