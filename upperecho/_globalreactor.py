@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_globalreactor -*-
 """
 The one place a library class falls back to the global reactor.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_halfclose -*-
 """
 Passing a peer's half-close through a protocol wrapper.
 
