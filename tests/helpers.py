@@ -6,6 +6,7 @@ subprocess, started from the installed package (as a user would run it).
 from __future__ import annotations
 
 import os
+import random
 import select
 import signal
 import socket
@@ -44,15 +45,39 @@ PROBE_JSON_KEYS = [
 TWISTD = str(BIN / "twistd")
 
 
+def _ephemeralPorts() -> range:
+    """
+    The ports the kernel gives to client sockets that bind none.
+    """
+    try:
+        low, high = map(
+            int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        )
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
+#: ports for test servers: unprivileged and outside the ephemeral range
+_SERVER_PORTS = [p for p in range(10000, 65536) if p not in _ephemeralPorts()]
+
+
 def freePort(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
     """
-    A port that is free for C{kind} on C{host} right now.
+    A port that is free for C{kind} on C{host} right now, chosen at random
+    outside the kernel's ephemeral range: a port the kernel picked (bind to
+    port 0) is one it may give the next client socket of any process before
+    the server under test binds it, which fails that test at random.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, kind) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+    while True:
+        port = random.choice(_SERVER_PORTS)
+        with socket.socket(family, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
 
 
 def freePorts() -> tuple[int, int]:
