@@ -19,6 +19,9 @@ The guards, from cheapest to most drastic fallback:
   - L{leanDispatchAvailable}: upperecho's reactor dispatches in line only
     where the epoll reactor and the context tracker have what it reads;
     elsewhere it is Twisted's own C{doPoll};
+  - L{leanAcceptAvailable}: upperecho's reactor listens on TCP with
+    L{upperecho.port.LeanPort} only where Twisted's port and the socket
+    module have what its accept loop reads; elsewhere with C{tcp.Port};
   - L{tlsTransportUsable}: the half-closeable TLS transport overrides
     private methods of C{BufferingTLSTransport}; without them,
     L{upperecho.endpoints} serves Twisted's own TLS wrapper;
@@ -44,10 +47,12 @@ from twisted.internet.tcp import Server as TCPServer
 from twisted.internet.udp import Port as UDPPort
 
 __all__ = [
+    "EAGER_TRANSPORTS",
     "PRIVATE_NAMES",
     "PrivateNames",
     "definesAttribute",
     "eagerSocket",
+    "leanAcceptAvailable",
     "leanDispatchAvailable",
     "raiseListenErrors",
     "sniEndpointType",
@@ -93,6 +98,11 @@ TCP_SERVER_ATTRIBUTES = (
     "connectionLost",
 )
 
+#: the transport types L{eagerSocket} may send on: C{tcp.Server}, and
+#: L{upperecho.port.LeanServer}, which adds itself when defined (it changes
+#: what a C{tcp.Server} keeps, not how it reads, writes or closes)
+EAGER_TRANSPORTS: set[type] = {TCPServer}
+
 #: the private parts of C{BufferingTLSTransport} that
 #: L{upperecho.tls.HalfCloseableTLSProtocol} reads or overrides
 TLS_TRANSPORT_ATTRIBUTES = (
@@ -109,6 +119,16 @@ TLS_TRANSPORT_ATTRIBUTES = (
 #: the epoll reactor's private names L{upperecho.reactor.UpperEchoReactor}'s
 #: lean dispatch uses
 REACTOR_ATTRIBUTES = ("_poller", "_selectables", "_doReadOrWrite")
+
+#: what L{upperecho.port.LeanPort}'s accept loop reads of a C{tcp.Port}
+#: (C{addressFamily}, C{socketType}: public; the rest private)
+TCP_PORT_ATTRIBUTES = (
+    "_buildAddr",
+    "numberAccepts",
+    "sessionno",
+    "addressFamily",
+    "socketType",
+)
 
 #: what L{sslEndpointParts} reads of an C{ssl:} server endpoint
 SSL_ENDPOINT_ATTRIBUTES = ("_port", "_sslContextFactory", "_backlog", "_interface")
@@ -139,6 +159,17 @@ PRIVATE_NAMES = (
         ("contexts",),
         "the same: the per-thread context stack it pushes the log context "
         "on (not underscored, but undocumented)",
+    ),
+    PrivateNames(
+        "twisted.internet.tcp:Port",
+        tuple(n for n in TCP_PORT_ATTRIBUTES if n.startswith("_")),
+        "upperecho.port's accept loop (upperecho.reactor's listenTCP); else tcp.Port",
+    ),
+    PrivateNames(
+        "socket:socket",
+        ("_accept",),
+        "the same: accept without socket.accept's enum conversions "
+        "(Python's socket module, read in 3.10 to 3.13)",
     ),
     PrivateNames(
         "twisted.internet.endpoints:SSL4ServerEndpoint",
@@ -200,18 +231,19 @@ def eagerSocket(transport: object) -> socket.socket | None:
     asyncio and uvloop do.
 
     That needs private attributes, so only a plain C{tcp.Server} qualifies
-    (not a subclass, not TLS, not the C{haproxy:} or any other wrapper, not
+    (or upperecho's own L{LeanServer<upperecho.port.LeanServer>}, see
+    L{EAGER_TRANSPORTS}; not another subclass, not TLS, not the C{haproxy:} or any other wrapper, not
     UNIX, not a test transport), and only if everything the fast path reads
     (L{TCP_SERVER_ATTRIBUTES}) is there: a Twisted that changes its
     internals costs speed, never correctness.  Called once per connection,
     so it is kept cheap.
     """
-    if type(transport) is not TCPServer:
+    if type(transport) not in EAGER_TRANSPORTS:
         return None
     for name in TCP_SERVER_ATTRIBUTES:
         if not hasattr(transport, name):
             return None
-    sock = transport.socket
+    sock = getattr(transport, "socket", None)
     # a tcp.Server's socket is a connected SOCK_STREAM socket.socket
     return sock if isinstance(sock, socket.socket) else None
 
@@ -251,6 +283,20 @@ def leanDispatchAvailable(reactor: object) -> bool:
         return False
     return isinstance(stack, list) and all(
         hasattr(reactor, name) for name in REACTOR_ATTRIBUTES
+    )
+
+
+def leanAcceptAvailable() -> bool:
+    """
+    Whether every private name L{upperecho.port.LeanPort} reads is there:
+    on Twisted's C{tcp.Port} (L{TCP_PORT_ATTRIBUTES}; C{numberAccepts} is
+    set by its constructor, so it is looked for in the code) and the
+    socket module's C{_accept}.
+    """
+    from twisted.internet.tcp import Port
+
+    return callable(getattr(socket.socket, "_accept", None)) and all(
+        definesAttribute(Port, name) for name in TCP_PORT_ATTRIBUTES
     )
 
 

@@ -28,6 +28,11 @@ are listed in L{upperecho._compat} and checked once when the reactor is made
 any is missing, C{doPoll} is Twisted's own: a Twisted that changes its
 internals costs speed, never correctness.
 
+Its C{listenTCP} listens with L{upperecho.port.LeanPort}, whose accept
+loop and connections cost less than C{tcp.Port}'s (see L{upperecho.port});
+where the private names that needs are missing (L{leanAcceptAvailable}), it
+is Twisted's own C{tcp.Port}.
+
 C{twistd upperecho} installs this reactor only when the user named none
 (L{installIfUnchosen}); C{twistd --reactor NAME} always wins.
 """
@@ -39,12 +44,20 @@ import sys
 from typing import Any
 
 from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory
 from twisted.python import context, log
 from twisted.python.log import ILogContext
 
-from upperecho._compat import leanDispatchAvailable
+from upperecho._compat import leanAcceptAvailable, leanDispatchAvailable
+from upperecho.port import LeanPort
 
-__all__ = ["UpperEchoReactor", "installIfUnchosen", "leanDispatchAvailable"]
+__all__ = [
+    "UpperEchoReactor",
+    "installIfUnchosen",
+    "leanAcceptAvailable",
+    "leanDispatchAvailable",
+]
 
 
 class UpperEchoReactor(EPollReactor):
@@ -54,11 +67,30 @@ class UpperEchoReactor(EPollReactor):
     docstring).
 
     @ivar lean: whether the lean dispatch is in use (L{leanDispatchAvailable}).
+    @ivar leanAccept: whether C{listenTCP} makes L{LeanPort}s
+        (L{leanAcceptAvailable}).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.lean = leanDispatchAvailable(self)
+        self.leanAccept = leanAcceptAvailable()
+
+    def listenTCP(
+        self,
+        port: int,
+        factory: Factory,
+        backlog: int = 50,
+        interface: str = "",
+    ) -> IListeningPort:
+        if not self.leanAccept:
+            listening: IListeningPort = super().listenTCP(
+                port, factory, backlog, interface
+            )
+            return listening
+        p = LeanPort(port, factory, backlog, interface, self)
+        p.startListening()
+        return p
 
     def doPoll(self, timeout: float | None) -> None:
         if not self.lean:

@@ -1,0 +1,227 @@
+"""
+Tests for L{upperecho.port}: the lean accept loop builds connections as
+C{tcp.Port} does (same factory calls, addresses, session numbers, log
+prefix), keeps less per connection, and hands every accept error to
+Twisted's own loop; C{UpperEchoReactor.listenTCP} uses it only where the
+private names it reads are there.
+
+The sockets are loopback sockets inside this process; the reactor is never
+run, C{doRead} is called by hand.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Any
+
+from twisted.internet import tcp
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from upperecho import _compat
+from upperecho.port import LeanPort, LeanServer, leanAcceptAvailable
+from upperecho.reactor import UpperEchoReactor
+
+
+class Recorder(Protocol):
+    """
+    Records what it is given.
+    """
+
+    lost: Failure | None = None
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.lost = reason
+
+
+class RecordingFactory(Factory):
+    """
+    Builds L{Recorder}s, or refuses (C{None}) while C{refuse} is set.
+    """
+
+    protocol = Recorder
+    noisy = False
+
+    def __init__(self) -> None:
+        self.addresses: list[Any] = []
+        self.built: list[Recorder] = []
+        self.refuse = False
+
+    def buildProtocol(self, addr: Any) -> Protocol | None:
+        self.addresses.append(addr)
+        if self.refuse:
+            return None
+        p = Recorder()
+        p.factory = self
+        self.built.append(p)
+        return p
+
+
+class LeanPortTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = UpperEchoReactor()
+        self.addCleanup(self.reactor._poller.close)
+        self.factory = RecordingFactory()
+        self.port: Any = self.reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.addCleanup(self.reactor.removeAll)
+
+    def connect(self) -> socket.socket:
+        client = socket.create_connection(
+            ("127.0.0.1", self.port.getHost().port), timeout=5
+        )
+        self.addCleanup(client.close)
+        return client
+
+    def test_listenTCPMakesLeanPort(self) -> None:
+        """
+        upperecho's reactor listens with a L{LeanPort} where the private
+        names are there, and with Twisted's C{tcp.Port} where they are not.
+        """
+        self.assertTrue(leanAcceptAvailable())
+        self.assertIs(type(self.port), LeanPort)
+        self.reactor.leanAccept = False
+        other = self.reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.addCleanup(other.stopListening)
+        self.assertIs(type(other), tcp.Port)
+
+    def test_acceptsLikeTcpPort(self) -> None:
+        """
+        Each pending connection gets a protocol from the factory, with the
+        peer's address, a L{LeanServer} transport connected to it, session
+        numbers in order and Twisted's log prefix.
+        """
+        clients = [self.connect(), self.connect()]
+        self.port.doRead()
+        self.assertEqual(len(self.factory.built), 2)
+        for i, (client, proto) in enumerate(
+            zip(clients, self.factory.built, strict=True)
+        ):
+            t = proto.transport
+            self.assertIs(type(t), LeanServer)
+            assert isinstance(t, LeanServer)
+            self.assertEqual(t.getPeer().port, client.getsockname()[1])
+            self.assertEqual(self.factory.addresses[i].host, "127.0.0.1")
+            self.assertEqual(t.sessionno, i)
+            self.assertEqual(t.logPrefix(), f"Recorder,{i},127.0.0.1")
+            self.assertEqual(t.fileno(), t.socket.fileno())
+            self.assertTrue(self.reactor._selectables[t.fileno()] is t)
+            port = self.port.getHost().port
+            self.assertEqual(repr(t), f"<Recorder #{i} on {port}>")
+            self.assertEqual(t.repstr, repr(t))
+        # one address string for consecutive connections from one host
+        first, second = (p.transport for p in self.factory.built)
+        self.assertIs(first.hostname, second.hostname)  # type: ignore[union-attr]
+
+    def test_repliesAndCloses(self) -> None:
+        """
+        The connection works: bytes written reach the client, and after
+        C{connectionLost} the transport holds neither a file descriptor nor
+        its protocol, as a C{tcp.Server} does.
+        """
+        client = self.connect()
+        self.port.doRead()
+        proto = self.factory.built[0]
+        t: Any = proto.transport
+        t.write(b"HELLO")
+        t.doWrite()
+        self.assertEqual(client.recv(10), b"HELLO")
+        t.connectionLost(Failure(Exception("gone")))
+        self.assertIsNotNone(proto.lost)
+        self.assertEqual(t.fileno(), -1)
+        self.assertIn("closed", repr(t))
+        self.assertEqual(client.recv(10), b"")
+
+    def test_refused(self) -> None:
+        """
+        A connection the factory refuses (C{None}) is closed at once, and
+        the next one is still accepted.
+        """
+        self.factory.refuse = True
+        refused = self.connect()
+        self.port.doRead()
+        self.assertEqual(refused.recv(10), b"")
+        self.factory.refuse = False
+        self.connect()
+        self.port.doRead()
+        self.assertEqual(len(self.factory.addresses), 2)
+        self.assertEqual(len(self.factory.built), 1)
+        self.assertEqual(self.factory.built[0].transport.sessionno, 0)  # type: ignore[union-attr]
+
+    def test_acceptBound(self) -> None:
+        """
+        As C{tcp.Port}: a pass that uses all C{numberAccepts} allows 20
+        more next time; one that uses fewer allows that many (at least 1).
+        """
+        assert isinstance(self.port, LeanPort)
+        self.port.numberAccepts = 1
+        self.connect()
+        self.connect()
+        self.port.doRead()
+        self.assertEqual(len(self.factory.built), 1)
+        self.assertEqual(self.port.numberAccepts, 21)
+        self.port.doRead()
+        self.assertEqual(len(self.factory.built), 2)
+        self.assertEqual(self.port.numberAccepts, 1)
+        self.port.doRead()
+        self.assertEqual(self.port.numberAccepts, 1)
+
+    def test_errorGoesToTwisted(self) -> None:
+        """
+        Any accept error but "no more connections" is left to Twisted's own
+        C{doRead}, which handles each (here: C{ECONNABORTED} is skipped and
+        the next connection accepted).
+        """
+        assert isinstance(self.port, LeanPort)
+        real = self.port.socket
+        calls: list[str] = []
+
+        class Listener:
+            proto = real.proto
+
+            def _accept(self) -> Any:
+                calls.append("lean")
+                raise ConnectionAbortedError(errno.ECONNABORTED, "aborted")
+
+            def accept(self) -> Any:
+                calls.append("twisted")
+                return real.accept()
+
+        self.connect()
+        self.port.socket = Listener()
+        self.addCleanup(setattr, self.port, "socket", real)
+        self.port.doRead()
+        self.assertEqual(calls[0], "lean")
+        self.assertIn("twisted", calls)
+        self.assertEqual(len(self.factory.built), 1)
+
+
+class LeanAcceptAvailableTests(SynchronousTestCase):
+    def test_missingName(self) -> None:
+        """
+        A Twisted whose C{tcp.Port} lacks a name the loop reads gets
+        C{tcp.Port}: the check fails, and the reactor says so.
+        """
+        self.patch(
+            _compat,
+            "TCP_PORT_ATTRIBUTES",
+            (*_compat.TCP_PORT_ATTRIBUTES, "_notThere"),
+        )
+        self.assertFalse(_compat.leanAcceptAvailable())
+        reactor = UpperEchoReactor()
+        self.addCleanup(reactor._poller.close)
+        self.assertFalse(reactor.leanAccept)
+
+    def test_eagerOnLeanServer(self) -> None:
+        """
+        The eager-send path takes a L{LeanServer} as it takes a
+        C{tcp.Server}, and no other subclass.
+        """
+        self.assertIn(LeanServer, _compat.EAGER_TRANSPORTS)
+
+        class Other(tcp.Server):
+            pass
+
+        self.assertNotIn(Other, _compat.EAGER_TRANSPORTS)
