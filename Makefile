@@ -2,7 +2,7 @@
 #   make run    set up .venv if missing, install upperecho, run the server
 #   make test   set up .venv if missing, install upperecho, lint, type-check, test
 #   make unit   the fast unit tests alone (tests/unit), for while you edit
-#   make bench  upperecho vs asyncio, uvloop and a C epoll server (a few minutes;
+#   make bench  upperecho vs asyncio, uvloop, naive Twisted and a C epoll server (a few minutes;
 #               make bench-quick: about a minute per server).  Not part of test.
 PYTHON ?= python3
 VENV ?= .venv
@@ -65,7 +65,7 @@ soak: install
 # the C reference server.  Results: bench/results*.json and a table on stdout.
 bench: install
 	$(PYTHON) bench/run.py --setup
-	cd bench && $(PYTHON) run.py --conns 16,128 --sizes 64,1024 --oneshot-conns 16 --out results.json
+	cd bench && $(PYTHON) run.py --conns 16,128 --sizes 64,1024 --oneshot-conns 1,16 --oneshot-rst-conns 16 --out results.json
 
 bench-quick: install
 	$(PYTHON) bench/run.py --setup

@@ -4,7 +4,8 @@
 Built on the project's reference harness.  By default it measures, side by
 side, upperecho (the project's .venv/bin/twistd, default settings: limits,
 idle timeout, loop guard and rate limit all on), the asyncio and uvloop peers
-in peers/aio.py and the minimal C epoll server in peers/c_epoll.c (the
+in peers/aio.py, a naive Twisted echo in peers/tw.py (run by the project's
+.venv python) and the minimal C epoll server in peers/c_epoll.c (the
 reference every ratio is taken against).  The verdict is server CPU time per
 operation read from /proc/PID/stat, which does not depend on how fast the
 load generator is; every reply byte is verified and a wrong server scores
@@ -16,8 +17,8 @@ second per source IP would bind and the benchmark would measure the limiter
 dropping datagrams, not the service answering them.
 
 Starts a server from a command template ({tcp} and {udp} are replaced by free
-ports, {host} by --host, {py} by the bench venv's python, {bench} by this
-folder), waits until it
+ports, {host} by --host, {py} by the bench venv's python, {twpy} by the
+project's, {bench} by this folder), waits until it
 answers, pins it to one CPU and the load generator to another with taskset,
 runs the selected workloads (a fresh server for every measured point), stops
 the server by its PID, prints a table and writes JSON.
@@ -47,6 +48,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TWISTD = os.path.join(ROOT, ".venv", "bin", "twistd")
+#: the project's Python (it has Twisted), for the naive Twisted peer
+TWPY = os.path.join(ROOT, ".venv", "bin", "python")
 
 WORKLOADS = [
     "tcp-pingpong",
@@ -63,6 +66,7 @@ PEERS = [
     ("c-epoll", "./build/c_epoll {tcp} {udp} {host}", {"ascii_only": True}),
     ("asyncio", "{py} peers/aio.py --loop asyncio --host {host} {tcp} {udp}", {}),
     ("uvloop", "{py} peers/aio.py --loop uvloop --host {host} {tcp} {udp}", {}),
+    ("twisted-naive", "{twpy} peers/tw.py --host {host} {tcp} {udp}", {}),
     (
         "upperecho",
         "{twistd} -n --pidfile= upperecho --tcp {tcp} --udp {udp} --interface {host}"
@@ -166,7 +170,13 @@ def venv_python():
 
 def expand(template, tcp, udp, host="127.0.0.1"):
     return template.format(
-        tcp=tcp, udp=udp, host=host, py=venv_python(), bench=".", twistd=TWISTD
+        tcp=tcp,
+        udp=udp,
+        host=host,
+        py=venv_python(),
+        bench=".",
+        twistd=TWISTD,
+        twpy=TWPY,
     )
 
 
@@ -882,7 +892,8 @@ def main():
     g.add_argument(
         "--peers",
         action="store_true",
-        help="run every built-in server: c-epoll, asyncio, uvloop, upperecho (the default)",
+        help="run every built-in server: c-epoll, asyncio, uvloop, twisted-naive,"
+        " upperecho (the default)",
     )
     g.add_argument(
         "--setup",

@@ -118,7 +118,12 @@ TLS_TRANSPORT_ATTRIBUTES = (
 
 #: the epoll reactor's private names L{upperecho.reactor.UpperEchoReactor}'s
 #: lean dispatch uses
-REACTOR_ATTRIBUTES = ("_poller", "_selectables", "_doReadOrWrite")
+REACTOR_ATTRIBUTES = (
+    "_poller",
+    "_selectables",
+    "_doReadOrWrite",
+    "_disconnectSelectable",
+)
 
 #: what L{upperecho.port.LeanPort}'s accept loop reads of a C{tcp.Port}
 #: (C{addressFamily}, C{socketType}: public; the rest private)

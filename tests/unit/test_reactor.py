@@ -16,10 +16,12 @@ from typing import Any
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.error import ConnectionDone
 from twisted.python import context, log
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from upperecho._compat import REACTOR_ATTRIBUTES
 from upperecho.reactor import (
     UpperEchoReactor,
     installIfUnchosen,
@@ -110,7 +112,7 @@ class LeanDispatchTests(SynchronousTestCase):
         """
         reactor = UpperEchoReactor()
         self.addCleanup(reactor._poller.close)
-        for name in ("_poller", "_selectables", "_doReadOrWrite"):
+        for name in REACTOR_ATTRIBUTES:
             self.assertTrue(hasattr(reactor, name), name)
         tracker = context.theContextTracker
         self.assertIsInstance(tracker, context.ThreadedContextTracker)
@@ -142,6 +144,35 @@ class LeanDispatchTests(SynchronousTestCase):
         self.assertIn((PREFIX, 1, ValueError), ours.logged())
         self.assertEqual(ours.reader.lost, stock.reader.lost)
         self.assertEqual(ours.reader.lost, [ValueError])
+
+    def test_readSaysDone(self) -> None:
+        """
+        A C{doRead} that returns C{ConnectionDone} (the peer closed) gets
+        the selectable disconnected as Twisted does it: C{connectionLost}
+        with C{ConnectionDone}, nothing logged.
+        """
+        ours, stock = self.both(ConnectionDone)
+        self.assertEqual(ours.reader.lost, stock.reader.lost)
+        self.assertEqual(ours.reader.lost, [ConnectionDone])
+        self.assertEqual(ours.logged(), stock.logged())
+        self.assertNotIn(ours.reader, ours.reactor.getReaders())
+
+    def test_closedDescriptor(self) -> None:
+        """
+        A registered selectable whose C{fileno()} is already C{-1} is not
+        read, and is disconnected as Twisted does it.
+        """
+        results = []
+        for kind in (UpperEchoReactor, EPollReactor):
+            s = Scenario(self, kind, lambda: None)
+            s.reactor.addReader(s.reader)
+            os.write(s.w, b"x")
+            s.reader.fileno = lambda: -1  # type: ignore[method-assign]
+            s.reactor.doPoll(0)
+            results.append((s.reader.contexts, s.reader.lost, s.logged()))
+        self.assertEqual(results[0], results[1])
+        self.assertEqual(results[0][0], [])
+        self.assertEqual(len(results[0][1]), 1)
 
     def test_buggyLogPrefix(self) -> None:
         """
