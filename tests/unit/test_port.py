@@ -16,6 +16,7 @@ import socket
 from typing import Any
 
 from twisted.internet import tcp
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -133,6 +134,36 @@ class LeanPortTests(SynchronousTestCase):
         self.assertEqual(t.fileno(), -1)
         self.assertIn("closed", repr(t))
         self.assertEqual(client.recv(10), b"")
+
+    def test_doRead(self) -> None:
+        """
+        L{LeanServer.doRead} gives the protocol what it reads, C{None} when
+        nothing is there, C{ConnectionDone} at the peer's end of data and
+        C{ConnectionLost} when the socket fails, as C{tcp.Connection} does.
+        """
+        received: list[bytes] = []
+        client = self.connect()
+        self.port.doRead()
+        proto = self.factory.built[0]
+        proto.dataReceived = received.append  # type: ignore[method-assign,assignment]
+        t: Any = proto.transport
+        self.assertIsNone(t.doRead())
+        client.sendall(b"hello")
+        for _ in range(100):
+            if t.doRead() is None and received:
+                break
+        self.assertEqual(b"".join(received), b"hello")
+        client.shutdown(socket.SHUT_WR)
+        self.assertIsInstance(t.doRead(), ConnectionDone)
+
+        class Broken:
+            def recv(self, n: int) -> bytes:
+                raise ConnectionResetError(errno.ECONNRESET, "reset")
+
+        real = t.socket
+        t.socket = Broken()
+        self.addCleanup(setattr, t, "socket", real)
+        self.assertIsInstance(t.doRead(), ConnectionLost)
 
     def test_refused(self) -> None:
         """
