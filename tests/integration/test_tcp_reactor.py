@@ -29,7 +29,26 @@ class RealReactorTests(SynchronousTestCase):
         """
         from twisted.internet.epollreactor import EPollReactor
 
-        reactor: Any = EPollReactor()
+        self.backpressureAndHalfClose(EPollReactor())
+
+    def test_onUpperEchoReactor(self) -> None:
+        """
+        The same on upperecho's reactor, whose port makes L{LeanServer}
+        connections: the fast path, the pause and the close are the same.
+        """
+        from upperecho.port import LeanServer
+        from upperecho.reactor import UpperEchoReactor
+
+        reactor = UpperEchoReactor()
+        kinds = self.backpressureAndHalfClose(reactor)
+        self.assertEqual(kinds, {LeanServer})
+
+    def backpressureAndHalfClose(self, reactor: Any) -> set[type]:
+        """
+        The scenario of L{test_backpressureAndHalfClose} on C{reactor}.
+
+        @return: the types of the transports the connections had.
+        """
         self.addCleanup(reactor._uninstallHandler)
         self.addCleanup(reactor.disconnectAll)
         factory = UpperEchoFactory(clock=reactor)
@@ -44,6 +63,7 @@ class RealReactorTests(SynchronousTestCase):
         client.connect(("127.0.0.1", port.getHost().port))
         client.setblocking(False)
         shrunk: set[int] = set()
+        kinds: set[type] = set()
         sent = peak = paused = eager = 0
         out: list[bytes] = []
         eof = False
@@ -51,6 +71,7 @@ class RealReactorTests(SynchronousTestCase):
         while not eof and time.monotonic() < deadline:
             reactor.iterate(0.001)
             transports: list[Any] = [p.transport for p in factory.connections]
+            kinds.update(type(t) for t in transports)
             for t in transports:
                 if id(t) not in shrunk:
                     shrunk.add(id(t))
@@ -78,3 +99,4 @@ class RealReactorTests(SynchronousTestCase):
         # never much more than one read's reply beyond the 64 KiB mark
         self.assertLess(peak, 4 * 65536)
         self.assertEqual(factory.connections, set())
+        return kinds
