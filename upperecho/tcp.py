@@ -107,6 +107,9 @@ class UpperEchoProtocol(Protocol):
         # time (one shared float for every connection it sees, not one each)
         self._active = True
         self.factory.connectionOpened(self)
+        if self.factory.greeting:
+            # --identify (upperecho.identity): the line before any reply
+            self._write(self.factory.greeting)
 
     def dataReceived(self, data: bytes) -> None:
         self._active = True
@@ -285,10 +288,14 @@ class UpperEchoFactory(Factory):
     @ivar idleClosed: connections closed by the idle timeout.
     @ivar bytesInClosed: bytes received on connections now closed.
     @ivar bytesOutClosed: bytes sent on connections now closed.
+    @ivar greeting: bytes every connection begins with (C{--identify}).
     """
 
     protocol = UpperEchoProtocol  # type: ignore[assignment]
     noisy = False
+    #: sent on every connection before any reply (L{upperecho.identity});
+    #: empty, the default, sends nothing
+    greeting = b""
     _log = Logger()
 
     def __init__(
