@@ -16,20 +16,19 @@ C{GET /healthz} is 200 while the process runs and its reactor answers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import suppress
 from typing import Any
 
-from twisted.application.service import IService, Service
+from twisted.application.service import IService
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-__all__ = ["Readiness", "ReadinessService"]
+__all__ = ["Readiness"]
 
 
 class Readiness:
     """
-    Whether the server should get traffic now.
+    Whether the server should get traffic now, and the drain that ends it.
 
     A listener counts as up while its service runs: upperecho's listeners
     (C{--tcp}, C{--udp}, C{--listen}) listen when they start and end the
@@ -37,11 +36,19 @@ class Readiness:
     when they stop.
 
     @ivar listeners: the services of every configured TCP and UDP listener.
+    @ivar delay: seconds to keep serving, not ready, once the shutdown has
+        begun (C{--drain-delay}).
     @ivar draining: the shutdown has begun.
     """
 
-    def __init__(self, listeners: Sequence[IService] = ()) -> None:
+    _log = Logger()
+
+    def __init__(
+        self, listeners: Sequence[IService] = (), delay: float = 0.0, clock: Any = None
+    ) -> None:
         self.listeners = list(listeners)
+        self.delay = delay
+        self.clock = clock
         self.draining = False
 
     def problems(self) -> list[str]:
@@ -56,49 +63,16 @@ class Readiness:
         )
         return found
 
-
-class ReadinessService(Service):
-    """
-    Marks L{Readiness} as draining as soon as the reactor begins to shut
-    down (SIGTERM, SIGINT, C{reactor.stop}), before any service stops, and
-    then holds the shutdown for C{delay} seconds.
-
-    @ivar readiness: what it marks.
-    @ivar delay: seconds to keep serving, not ready, before the listeners
-        close.
-    """
-
-    name = "readiness"
-    _log = Logger()
-    _trigger: Any = None
-
-    def __init__(self, readiness: Readiness, reactor: Any, delay: float = 0.0) -> None:
-        self.readiness = readiness
-        self.reactor = reactor
-        self.delay = delay
-
-    def startService(self) -> None:
-        Service.startService(self)
-        self.readiness.draining = False
-        self._trigger = self.reactor.addSystemEventTrigger(
-            "before", "shutdown", self.drain
-        )
-
-    def stopService(self) -> None:
-        Service.stopService(self)
-        trigger, self._trigger = self._trigger, None
-        if trigger is not None:
-            # ValueError, KeyError: it has fired already, which removed it
-            with suppress(ValueError, KeyError):
-                self.reactor.removeSystemEventTrigger(trigger)
-
     def drain(self) -> Deferred[None] | None:
         """
-        The shutdown begins: not ready from now on; keep serving for
-        C{delay} seconds.
+        The shutdown begins (the services are asked to stop, which SIGTERM,
+        SIGINT and C{reactor.stop} do before anything else): not ready from
+        now on.
+
+        @return: C{None} to stop at once, or a L{Deferred} that fires after
+            C{delay} seconds, when the listeners may close.
         """
-        self._trigger = None
-        self.readiness.draining = True
+        self.draining = True
         if self.delay <= 0:
             self._log.info("shutting down: /readyz now answers 503")
             return None
@@ -107,4 +81,4 @@ class ReadinessService(Service):
             "(--drain-delay)",
             delay=self.delay,
         )
-        return deferLater(self.reactor, self.delay, lambda: None)
+        return deferLater(self.clock, self.delay, lambda: None)

@@ -27,7 +27,7 @@ from upperecho._version import __version__
 from upperecho.allocator import tuneAllocator
 from upperecho.endpoints import endpointService
 from upperecho.environment import environmentArguments
-from upperecho.health import Readiness, ReadinessService
+from upperecho.health import Readiness
 from upperecho.impair import Impairment
 from upperecho.logs import HangupService
 from upperecho.optional import missingMetrics, missingTLS, usesTLS
@@ -336,6 +336,9 @@ class UpperEchoService(MultiService):
     tuneMalloc = True
     #: the reactor the services listen with (named in the start-up log)
     reactor: Any = None
+    #: told first when the services stop, and may hold the stop back
+    #: (C{--drain-delay})
+    readiness: Readiness | None = None
 
     def privilegedStartService(self) -> None:
         Service.privilegedStartService(self)
@@ -355,6 +358,18 @@ class UpperEchoService(MultiService):
         Service.startService(self)
         for child in self:
             self._start(child, child.startService)
+
+    def stopService(self) -> Deferred[object]:
+        """
+        Mark the server not ready, wait out the drain, then stop every
+        service (closing the listeners).
+        """
+        readiness = self.readiness
+        draining = None if readiness is None else readiness.drain()
+        if draining is None:
+            stopped: Deferred[object] = MultiService.stopService(self)
+            return stopped
+        return draining.addCallback(lambda _: MultiService.stopService(self))
 
     def _start(self, child: IService, start: Callable[[], object]) -> None:
         try:
@@ -505,7 +520,7 @@ def makeService(
 
 
 def _addOperations(
-    top: MultiService,
+    top: UpperEchoService,
     config: Options | dict[str, Any],
     factory: UpperEchoFactory | None,
     proto: UpperEchoDatagramProtocol | None,
@@ -518,11 +533,10 @@ def _addOperations(
     """
     from upperecho.web import healthRoot, webService
 
-    readiness = Readiness(
-        [svc for svc in top if str(svc.name).split(" ")[0] in LISTENER_OPTIONS]
-    )
-    ReadinessService(readiness, reactor, config.get("drain-delay", 0)).setServiceParent(
-        top
+    top.readiness = readiness = Readiness(
+        [svc for svc in top if str(svc.name).split(" ")[0] in LISTENER_OPTIONS],
+        config.get("drain-delay", 0),
+        reactor,
     )
     if config.get("metrics"):
         from upperecho.metrics import metricsResource

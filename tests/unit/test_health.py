@@ -7,13 +7,12 @@ C{/metrics} answer as docs/contract.rst says.
 from __future__ import annotations
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
-from upperecho.health import Readiness, ReadinessService
+from upperecho.health import Readiness
 from upperecho.tap import Options, makeService
 from upperecho.web import healthRoot
 
@@ -69,34 +68,29 @@ class ReadinessTests(SynchronousTestCase):
         udp.stopService()
         self.assertEqual(readiness.problems(), ["--udp 2: not listening"])
 
-    def test_drainOnShutdown(self) -> None:
+    def test_drain(self) -> None:
         """
-        The service registers a before-shutdown trigger that marks draining.
+        Draining makes the server not ready; with no delay, the stop goes on
+        at once.
         """
-        reactor = ClockReactor()
         readiness = Readiness()
-        svc = ReadinessService(readiness, reactor)
-        svc.startService()
-        [(trigger, args, kw)] = reactor.triggers["before"]["shutdown"]
         self.assertEqual(readiness.problems(), [])
-        self.assertIsNone(trigger(*args, **kw))
+        self.assertIsNone(readiness.drain())
         self.assertEqual(readiness.problems(), ["shutting down"])
 
     def test_drainDelay(self) -> None:
         """
-        With a delay, the shutdown waits that long, not ready meanwhile.
+        With a delay, the stop waits that long, not ready meanwhile.
         """
-        reactor = ClockReactor()
-        readiness = Readiness()
-        ReadinessService(readiness, reactor, delay=5).startService()
-        [(trigger, args, kw)] = reactor.triggers["before"]["shutdown"]
-        waiting = trigger(*args, **kw)
-        self.assertIsInstance(waiting, Deferred)
+        clock = Clock()
+        readiness = Readiness(delay=5, clock=clock)
+        waiting = readiness.drain()
+        assert waiting is not None
         self.assertNoResult(waiting)
         self.assertTrue(readiness.draining)
-        reactor.advance(4.9)
+        clock.advance(4.9)
         self.assertNoResult(waiting)
-        reactor.advance(0.2)
+        clock.advance(0.2)
         self.successResultOf(waiting)
 
 
@@ -157,9 +151,24 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(render(root, b"/readyz"), (200, b"ready\n"))
         self.assertEqual(render(root, b"/healthz"), (200, b"ok\n"))
         self.assertEqual(render(root, b"/metrics")[0], 404)
-        [(trigger, args, kw)] = reactor.triggers["before"]["shutdown"]
-        trigger(*args, **kw)
+
+    def test_drainDelay(self) -> None:
+        """
+        Stopping (what SIGTERM does) makes /readyz 503 at once; with
+        --drain-delay the listeners close only after it.
+        """
+        reactor, top = self.build(
+            "--tcp", "1", "--health", "tcp:3", "--drain-delay", "2"
+        )
+        top.privilegedStartService()
+        top.startService()
+        root = self.site(reactor, 3)
+        stopped = top.stopService()
         self.assertEqual(render(root, b"/readyz"), (503, b"shutting down\n"))
+        self.assertTrue(top.getServiceNamed("--tcp 1").running)
+        reactor.advance(2)
+        self.successResultOf(stopped)
+        self.assertFalse(top.getServiceNamed("--tcp 1").running)
 
     def test_metricsToo(self) -> None:
         """

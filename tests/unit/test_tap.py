@@ -334,7 +334,7 @@ class ImpairmentOptionsTests(SynchronousTestCase):
         """
         for argv in ([], ["--udp-seed", "3", "--udp-loss", "0"]):
             svc = makeService(parse("--udp", "5", *argv), reactor=FakeUDPReactor())
-            self.assertEqual([s.name for s in svc], ["--udp 5", "readiness", "SIGHUP"])
+            self.assertEqual([s.name for s in svc], ["--udp 5", "SIGHUP"])
             proto = svc.getServiceNamed("--udp 5").protocol
             self.assertIsNone(proto.impairment)
 
