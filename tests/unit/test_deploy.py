@@ -189,3 +189,14 @@ class ManifestTests(SynchronousTestCase):
                 self.assertEqual(
                     set(container["resources"][kind]), {"cpu", "memory"}, name
                 )
+
+
+class SystemdTests(SynchronousTestCase):
+    """
+    The systemd units in docs/ reload with SIGHUP, which reopens the log.
+    """
+
+    def test_execReload(self) -> None:
+        for unit in ("upperecho.service", "upperecho-direct.service"):
+            text = (ROOT / "docs" / unit).read_text()
+            self.assertIn("\nExecReload=/bin/kill -HUP $MAINPID\n", text, unit)

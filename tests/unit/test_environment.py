@@ -6,6 +6,7 @@ variables, the command line winning.
 from __future__ import annotations
 
 import os
+import re
 
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -92,3 +93,20 @@ class EnvironmentTests(SynchronousTestCase):
         o = Options()
         o.parseOptions(["--tcp", "2000"])
         self.assertEqual((o["tcp"], o["udp"]), (2000, 2001))
+
+
+class DocumentedTests(SynchronousTestCase):
+    """
+    docs/contract.rst, Environment variables, lists every option.
+    """
+
+    def test_table(self) -> None:
+        from pathlib import Path
+
+        text = (Path(__file__).parents[2] / "docs" / "contract.rst").read_text()
+        section = text.split("Environment variables\n---")[1].split("\n\n\n")[0]
+        rows = dict(re.findall(r"^``--([\w-]+)``\s+``(UPPERECHO_\w+)``", section, re.M))
+        options = {spec.rstrip("=") for spec in Options().longOpt} - {"help", "version"}
+        self.assertEqual(set(rows), options)
+        for option, variable in rows.items():
+            self.assertEqual(variable, variableName(option))
