@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.error import MessageLengthError
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -14,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from upperecho import identity
 from upperecho.impair import Impairment
 from upperecho.tcp import UpperEchoFactory
-from upperecho.udp import UpperEchoDatagramProtocol
+from upperecho.udp import MAX_PAYLOAD_IPV4, UpperEchoDatagramProtocol
 
 
 class FakeDatagramTransport:
@@ -26,6 +27,8 @@ class FakeDatagramTransport:
         self.written: list[tuple[bytes, Any]] = []
 
     def write(self, data: bytes, addr: Any) -> None:
+        if len(data) > MAX_PAYLOAD_IPV4:
+            raise MessageLengthError("message too long")
         self.written.append((data, addr))
 
 
@@ -104,6 +107,18 @@ class DatagramTests(SynchronousTestCase):
             proto.transport.written,  # type: ignore[attr-defined]
             [(b"pod-1: HELLO", ("127.0.0.1", 40000))],
         )
+
+    def test_tooLarge(self) -> None:
+        """
+        A reply the name makes too large for a datagram is not sent, and is
+        counted as a send error.
+        """
+        writer = identity.PrefixWriter(identity.replyPrefix("pod-1"))
+        proto = UpperEchoDatagramProtocol(rate=0, clock=Clock(), impairment=writer)
+        proto.transport = FakeDatagramTransport()  # type: ignore[assignment]
+        proto.datagramReceived(b"x" * MAX_PAYLOAD_IPV4, ("127.0.0.1", 40000))
+        self.assertEqual(proto.transport.written, [])  # type: ignore[attr-defined]
+        self.assertEqual(proto.drops["send-error"], 1)
 
     def test_thenImpairment(self) -> None:
         """
