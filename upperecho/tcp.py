@@ -288,14 +288,12 @@ class UpperEchoFactory(Factory):
     @ivar idleClosed: connections closed by the idle timeout.
     @ivar bytesInClosed: bytes received on connections now closed.
     @ivar bytesOutClosed: bytes sent on connections now closed.
-    @ivar greeting: bytes every connection begins with (C{--identify}).
+    @ivar greeting: bytes every connection begins with (C{--identify},
+        L{upperecho.identity}); empty, the default, sends nothing.
     """
 
     protocol = UpperEchoProtocol  # type: ignore[assignment]
     noisy = False
-    #: sent on every connection before any reply (L{upperecho.identity});
-    #: empty, the default, sends nothing
-    greeting = b""
     _log = Logger()
 
     def __init__(
@@ -319,6 +317,9 @@ class UpperEchoFactory(Factory):
         self._clock = clock
         self._logThrottle = LogThrottle(clock)
         self._sweepCall: IDelayedCall | None = None
+        # an instance attribute, not a class one: connectionMade reads it
+        # for every connection, and that lookup is the cheaper one
+        self.greeting = b""
 
     @property
     def sweepInterval(self) -> float:
