@@ -127,7 +127,9 @@ class Options(usage.Options):
         "Serve the classic socket-programming uppercase echo: every byte "
         "received over TCP and every datagram received over UDP is sent back "
         "uppercased.  With no --tcp, --udp or --listen, both TCP and UDP are "
-        f"served on port {DEFAULT_PORT}."
+        f"served on port {DEFAULT_PORT}.  Every option can also be set in the "
+        "environment as UPPERECHO_<OPTION> (--udp-rate: UPPERECHO_UDP_RATE); "
+        "the command line wins."
     )
 
     optParameters: list[list[Any]] = [
