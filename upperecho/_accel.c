@@ -150,14 +150,20 @@ lookup(uint32_t cp)
  * second byte must be in (Unicode table 3-7); filled in by accel_exec. */
 static unsigned char seq_len[256], seq_lo[256], seq_hi[256];
 
+/* For every two-byte character (U+0080-U+07FF, by its low 11 bits): the two
+ * bytes it becomes, when that is two bytes (its own, or its uppercase's),
+ * else 0; filled in by accel_exec from the case table. */
+static uint16_t two_byte[2048];
+
 /*
  * The table entry for the sequence at s, whose first byte is a lead byte
  * and which has at least 4 readable bytes: its mapping if it is well-formed
- * and its code point has one, else 0.  No branches: in random bytes whether
+ * and its code point has one, else 0; and in *valid its length if it is
+ * well-formed, else 0.  No branches: in random bytes whether
  * a lead byte starts a valid sequence is a coin toss the CPU cannot predict.
  */
 static inline uint32_t
-mapped_entry(const unsigned char *s)
+mapped_entry(const unsigned char *s, uint32_t *valid)
 {
     uint32_t b = s[0], c1 = s[1], c2 = s[2], c3 = s[3];
     uint32_t len = seq_len[b], ok, cp;
@@ -169,6 +175,7 @@ mapped_entry(const unsigned char *s)
          : len == 3 ? ((b & 0x0F) << 12) | ((c1 & 0x3F) << 6) | (c2 & 0x3F)
                     : ((b & 0x07) << 18) | ((c1 & 0x3F) << 12) |
                           ((c2 & 0x3F) << 6) | (c3 & 0x3F);
+    *valid = len & (0U - ok); /* its length if well-formed, else 0 */
     return lookup(cp & (0U - ok)); /* U+0000 maps to itself: entry 0 */
 }
 
@@ -190,6 +197,27 @@ copy_upper(unsigned char *out, const unsigned char *in, Py_ssize_t n)
     for (; i < n; i++) {
         out[i] = ascii_upper[in[i]];
     }
+}
+
+/* Copy a sequence of 2 to 4 bytes (without a call to memcpy). */
+static inline void
+copy_small(unsigned char *d, const unsigned char *u, uint32_t len)
+{
+    d[0] = u[0];
+    d[1] = u[1];
+    if (len > 2) {
+        d[2] = u[2];
+        if (len > 3) {
+            d[3] = u[3];
+        }
+    }
+}
+
+/* Overwrite the character at d with its mapping, of the same length. */
+static inline void
+put_same(unsigned char *d, uint32_t entry)
+{
+    copy_small(d, UPPER_POOL + (entry >> 4), entry & 0xF);
 }
 
 /*
@@ -252,7 +280,7 @@ transform_utf8(const unsigned char *in, Py_ssize_t n, int final,
     out = (unsigned char *)PyBytes_AS_STRING(*res);
     while (p < fast_end) {
         Py_ssize_t end = fast_end - p > BLOCK ? p + BLOCK : fast_end;
-        Py_ssize_t k = 0, m = 0, j, q = p;
+        Py_ssize_t k = 0, m = 0, j, q = p, from;
 
         while (q < end) {
             if (end - q >= 8) {
@@ -272,26 +300,111 @@ transform_utf8(const unsigned char *in, Py_ssize_t n, int final,
                 q++;
             }
         }
+        if (k * 5 > end - p) {
+            /* Text in a script with case (Greek, Cyrillic, ...): most of
+             * its characters map; one at a time, with branches that text
+             * makes predictable and a table for two-byte characters, is
+             * faster than listing them. */
+            Py_ssize_t at = seg;
+            while (at < end) {
+                unsigned char b = in[at];
+                uint32_t valid = 0, entry = 0, mlen, x;
+                if (b < 0x80) {
+                    out[o++] = ascii_upper[b];
+                    at++;
+                    continue;
+                }
+                if ((b & 0xE0) == 0xC0 && (in[at + 1] & 0xC0) == 0x80) {
+                    uint16_t two = two_byte[((b & 0x1F) << 6) | (in[at + 1] & 0x3F)];
+                    if (two != 0) {
+                        memcpy(out + o, &two, 2);
+                        o += 2;
+                        at += 2;
+                        continue;
+                    }
+                }
+                if ((b & 0xF0) == 0xE0 && !UPPER_MAYMAP[b] &&
+                    in[at + 1] >= seq_lo[b] && in[at + 1] <= seq_hi[b] &&
+                    (in[at + 2] & 0xC0) == 0x80) {
+                    /* a three-byte character with no uppercase (CJK) */
+                    copy_small(out + o, in + at, 3);
+                    o += 3;
+                    at += 3;
+                    continue;
+                }
+                if (b >= 0xC2 && b <= 0xF4) {
+                    entry = mapped_entry(in + at, &valid);
+                }
+                if (valid == 0) {
+                    out[o++] = b; /* not well-formed: passes through */
+                    at++;
+                    continue;
+                }
+                mlen = entry == 0 ? valid : entry & 0xF;
+                if (mlen > valid) {
+                    if (reserve(res, &cap, o, (n - at) - valid + mlen) < 0) {
+                        return -1;
+                    }
+                    out = (unsigned char *)PyBytes_AS_STRING(*res);
+                }
+                for (x = 0; x < mlen; x++) {
+                    out[o + x] = entry == 0 ? in[at + x] : UPPER_POOL[(entry >> 4) + x];
+                }
+                o += mlen;
+                at += valid;
+            }
+            seg = at;
+            p = end;
+            continue;
+        }
         for (j = 0; j < k; j++) {
-            uint32_t entry = mapped_entry(in + cand[j]);
+            uint32_t valid, entry = mapped_entry(in + cand[j], &valid);
             ppos[m] = cand[j];
             pentry[m] = entry;
             m += entry != 0;
         }
-        for (j = 0; j < m; j++) {
-            Py_ssize_t at = ppos[j], len = seq_len[in[at]];
-            Py_ssize_t mlen = (Py_ssize_t)(pentry[j] & 0xF);
-            if (mlen > len) {
-                if (reserve(res, &cap, o, (n - seg) - len + mlen) < 0) {
-                    return -1;
+        /* Copy each stretch up to a mapping of another length than its
+         * character (ΐ, ȿ, ı) uppercased, and put the mappings of the
+         * same length (most: Greek, Cyrillic, ß to SS) into it in place. */
+        for (j = 0, from = 0; j <= m; j++) {
+            Py_ssize_t at, len = 0, mlen = 0, base, x;
+            if (j < m) {
+                at = ppos[j];
+                len = seq_len[in[at]];
+                mlen = (Py_ssize_t)(pentry[j] & 0xF);
+                if (mlen == len) {
+                    continue;
                 }
-                out = (unsigned char *)PyBytes_AS_STRING(*res);
+                if (mlen > len) {
+                    if (reserve(res, &cap, o, (n - seg) - len + mlen) < 0) {
+                        return -1;
+                    }
+                    out = (unsigned char *)PyBytes_AS_STRING(*res);
+                }
             }
+            else {
+                /* the block's end, or past it the end of its last sequence */
+                at = end;
+                if (m > 0 && ppos[m - 1] + seq_len[in[ppos[m - 1]]] > at) {
+                    at = ppos[m - 1] + seq_len[in[ppos[m - 1]]];
+                }
+                if (at < seg) {
+                    at = seg;
+                }
+            }
+            base = o - seg;
             copy_upper(out + o, in + seg, at - seg);
             o += at - seg;
-            memcpy(out + o, UPPER_POOL + (pentry[j] >> 4), (size_t)mlen);
-            o += mlen;
-            seg = at + len;
+            seg = at;
+            for (x = from; x < j; x++) {
+                put_same(out + base + ppos[x], pentry[x]);
+            }
+            from = j + 1;
+            if (j < m) {
+                memcpy(out + o, UPPER_POOL + (pentry[j] >> 4), (size_t)mlen);
+                o += mlen;
+                seg = at + len;
+            }
         }
         p = end;
     }
@@ -450,6 +563,25 @@ accel_exec(PyObject *module)
                                      : b < 0xF5 ? 4 : 0);
         seq_lo[b] = (unsigned char)(b == 0xE0 ? 0xA0 : b == 0xF0 ? 0x90 : 0x80);
         seq_hi[b] = (unsigned char)(b == 0xED ? 0x9F : b == 0xF4 ? 0x8F : 0xBF);
+    }
+    for (b = 0; b < 2048; b++) {
+        uint32_t entry = lookup((uint32_t)b);
+        unsigned char pair[2];
+        if (b < 0x80) {
+            continue; /* overlong: never well-formed */
+        }
+        if (entry != 0 && (entry & 0xF) != 2) {
+            continue; /* another length: the general path */
+        }
+        if (entry == 0) {
+            pair[0] = (unsigned char)(0xC0 | (b >> 6));
+            pair[1] = (unsigned char)(0x80 | (b & 0x3F));
+        }
+        else {
+            pair[0] = UPPER_POOL[entry >> 4];
+            pair[1] = UPPER_POOL[(entry >> 4) + 1];
+        }
+        memcpy(&two_byte[b], pair, 2);
     }
     if (PyModule_AddStringConstant(module, "UNIDATA_VERSION",
                                    UPPER_UNIDATA_VERSION) < 0) {
