@@ -266,6 +266,7 @@ transform_utf8(const unsigned char *in, Py_ssize_t n, int final,
 {
     Py_ssize_t cap = n, o = 0, seg = 0, p = 0, i;
     Py_ssize_t fast_end = n > 3 ? n - 3 : 0;
+    int scalar = 0;
     Py_ssize_t cand[BLOCK], ppos[BLOCK];
     uint32_t pentry[BLOCK];
     unsigned char *out;
@@ -282,7 +283,7 @@ transform_utf8(const unsigned char *in, Py_ssize_t n, int final,
         Py_ssize_t end = fast_end - p > BLOCK ? p + BLOCK : fast_end;
         Py_ssize_t k = 0, m = 0, j, q = p, from;
 
-        while (q < end) {
+        while (!scalar && q < end) {
             if (end - q >= 8) {
                 uint64_t w;
                 memcpy(&w, in + q, 8);
@@ -301,15 +302,33 @@ transform_utf8(const unsigned char *in, Py_ssize_t n, int final,
             }
         }
         if (k * 5 > end - p) {
+            scalar = 1; /* for this block and the next ones */
+        }
+        if (scalar) {
             /* Text in a script with case (Greek, Cyrillic, ...): most of
              * its characters map; one at a time, with branches that text
              * makes predictable and a table for two-byte characters, is
-             * faster than listing them. */
+             * faster than listing them.  Bytes that are not UTF-8 (random
+             * data) make those branches a coin toss: from the next block
+             * on, list again. */
+            Py_ssize_t invalid = 0;
             Py_ssize_t at = seg;
             while (at < end) {
                 unsigned char b = in[at];
                 uint32_t valid = 0, entry = 0, mlen, x;
                 if (b < 0x80) {
+                    uint64_t w;
+                    if (end - at >= 8) {
+                        /* more than one: perhaps a run of ASCII */
+                        memcpy(&w, in + at, 8);
+                        if (!(w & HIGH_BITS)) {
+                            w = upper8(w);
+                            memcpy(out + o, &w, 8);
+                            o += 8;
+                            at += 8;
+                            continue;
+                        }
+                    }
                     out[o++] = ascii_upper[b];
                     at++;
                     continue;
@@ -338,6 +357,7 @@ transform_utf8(const unsigned char *in, Py_ssize_t n, int final,
                 if (valid == 0) {
                     out[o++] = b; /* not well-formed: passes through */
                     at++;
+                    invalid++;
                     continue;
                 }
                 mlen = entry == 0 ? valid : entry & 0xF;
@@ -352,6 +372,9 @@ transform_utf8(const unsigned char *in, Py_ssize_t n, int final,
                 }
                 o += mlen;
                 at += valid;
+            }
+            if (invalid * 32 > end - p) {
+                scalar = 0;
             }
             seg = at;
             p = end;
