@@ -71,6 +71,12 @@ def caseTable() -> str:
                 mayMap[chr(high << 8 | low).encode("utf-8")[0]] = 1
     if any(mayMap[:0xC2]) or any(mayMap[0xF5:]):
         raise ValueError("a mapped character starts with a non-lead byte")
+    # the same set as ranges of byte values, for a vector comparison
+    ranges = [
+        (b, b + [*mayMap[b:], 0].index(0) - 1)
+        for b in range(256)
+        if mayMap[b] and (b == 0 or not mayMap[b - 1])
+    ]
 
     def rows(values: list[int], width: int = 16) -> str:
         return ",\n".join(
@@ -92,6 +98,13 @@ def caseTable() -> str:
             "};",
             "static const unsigned char UPPER_MAYMAP[256] = {",
             rows(mayMap),
+            "};",
+            f"#define UPPER_MAYMAP_RANGES {len(ranges)}",
+            f"static const unsigned char UPPER_MAYMAP_LO[{len(ranges)}] = {{",
+            rows([lo for lo, _ in ranges]),
+            "};",
+            f"static const unsigned char UPPER_MAYMAP_HI[{len(ranges)}] = {{",
+            rows([hi for _, hi in ranges]),
             "};",
             f"static const uint32_t UPPER_ENTRIES[{len(entries)}] = {{",
             rows(entries),

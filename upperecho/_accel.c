@@ -34,6 +34,13 @@
 
 #include "_accel_table.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+/* For each 8-bit mask: the positions of its set bits, and how many. */
+static uint16_t bit_pos[256][8];
+static unsigned char bit_count[256];
+#endif
+
 /* bytes.upper() on one byte: a-z to A-Z, every other byte as it is */
 static unsigned char ascii_upper[256];
 
@@ -267,7 +274,9 @@ transform_utf8(const unsigned char *in, Py_ssize_t n, int final,
     Py_ssize_t cap = n, o = 0, seg = 0, p = 0, i;
     Py_ssize_t fast_end = n > 3 ? n - 3 : 0;
     int scalar = 0;
-    Py_ssize_t cand[BLOCK], ppos[BLOCK];
+    /* cand: offsets from the block's start; 16 spare for vector stores */
+    uint16_t cand[BLOCK + 16];
+    Py_ssize_t ppos[BLOCK];
     uint32_t pentry[BLOCK];
     unsigned char *out;
 
@@ -283,20 +292,47 @@ transform_utf8(const unsigned char *in, Py_ssize_t n, int final,
         Py_ssize_t end = fast_end - p > BLOCK ? p + BLOCK : fast_end;
         Py_ssize_t k = 0, m = 0, j, q = p, from;
 
+#if defined(__SSE2__)
+        /* 16 bytes at a time: compare with the ranges of MAYMAP, and
+         * append the positions of the hits from a table. */
+        while (!scalar && end - q >= 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(in + q));
+            __m128i hit = _mm_setzero_si128();
+            int r, bits;
+            for (r = 0; r < UPPER_MAYMAP_RANGES; r++) {
+                __m128i t = _mm_sub_epi8(v, _mm_set1_epi8((char)UPPER_MAYMAP_LO[r]));
+                __m128i width = _mm_set1_epi8(
+                    (char)(UPPER_MAYMAP_HI[r] - UPPER_MAYMAP_LO[r]));
+                hit = _mm_or_si128(hit, _mm_cmpeq_epi8(_mm_min_epu8(t, width), t));
+            }
+            bits = _mm_movemask_epi8(hit);
+            if (bits) {
+                __m128i at = _mm_set1_epi16((short)(q - p));
+                __m128i lo = _mm_loadu_si128((const __m128i *)bit_pos[bits & 0xFF]);
+                __m128i hi = _mm_loadu_si128((const __m128i *)bit_pos[bits >> 8]);
+                _mm_storeu_si128((__m128i *)(cand + k), _mm_add_epi16(lo, at));
+                k += bit_count[bits & 0xFF];
+                at = _mm_add_epi16(at, _mm_set1_epi16(8));
+                _mm_storeu_si128((__m128i *)(cand + k), _mm_add_epi16(hi, at));
+                k += bit_count[bits >> 8];
+            }
+            q += 16;
+        }
+#endif
         while (!scalar && q < end) {
             if (end - q >= 8) {
                 uint64_t w;
                 memcpy(&w, in + q, 8);
                 if (w & HIGH_BITS) {
                     for (j = 0; j < 8; j++) {
-                        cand[k] = q + j;
+                        cand[k] = (uint16_t)(q + j - p);
                         k += UPPER_MAYMAP[in[q + j]];
                     }
                 }
                 q += 8;
             }
             else {
-                cand[k] = q;
+                cand[k] = (uint16_t)(q - p);
                 k += UPPER_MAYMAP[in[q]];
                 q++;
             }
@@ -381,8 +417,8 @@ transform_utf8(const unsigned char *in, Py_ssize_t n, int final,
             continue;
         }
         for (j = 0; j < k; j++) {
-            uint32_t valid, entry = mapped_entry(in + cand[j], &valid);
-            ppos[m] = cand[j];
+            uint32_t valid, entry = mapped_entry(in + p + cand[j], &valid);
+            ppos[m] = p + cand[j];
             pentry[m] = entry;
             m += entry != 0;
         }
@@ -587,6 +623,17 @@ accel_exec(PyObject *module)
         seq_lo[b] = (unsigned char)(b == 0xE0 ? 0xA0 : b == 0xF0 ? 0x90 : 0x80);
         seq_hi[b] = (unsigned char)(b == 0xED ? 0x9F : b == 0xF4 ? 0x8F : 0xBF);
     }
+#if defined(__SSE2__)
+    for (b = 0; b < 256; b++) {
+        int bit, count = 0;
+        for (bit = 0; bit < 8; bit++) {
+            if (b & (1 << bit)) {
+                bit_pos[b][count++] = (uint16_t)bit;
+            }
+        }
+        bit_count[b] = (unsigned char)count;
+    }
+#endif
     for (b = 0; b < 2048; b++) {
         uint32_t entry = lookup((uint32_t)b);
         unsigned char pair[2];
