@@ -59,6 +59,10 @@ upper8(uint64_t w)
     return w ^ (((ge_a ^ gt_z) & HIGH_BITS) >> 2);
 }
 
+/* For a lead byte C2-F4: the length of its sequence, and the range its
+ * second byte must be in (Unicode table 3-7); filled in by accel_exec. */
+static unsigned char seq_len[256], seq_lo[256], seq_hi[256];
+
 /*
  * Decode the sequence at s (avail >= 1 bytes).  Returns its length (2-4)
  * and sets *cp if it is well-formed; 0 if it is a valid prefix cut short by
@@ -68,80 +72,37 @@ upper8(uint64_t w)
 static inline int
 decode(const unsigned char *s, Py_ssize_t avail, uint32_t *cp)
 {
-    unsigned char b = s[0], lo = 0x80, hi = 0xBF;
+    unsigned char b = s[0];
+    int len = seq_len[b], i;
+    uint32_t c;
 
-    if (b < 0xC2) {
-        return -1; /* a continuation byte, or an overlong lead C0/C1 */
+    if (len == 0) {
+        return -1; /* a continuation byte, C0, C1 or F5-FF */
     }
-    if (b < 0xE0) {
-        if (avail < 2) {
-            return 0;
-        }
-        if ((s[1] & 0xC0) != 0x80) {
-            return -1;
-        }
-        *cp = ((uint32_t)(b & 0x1F) << 6) | (s[1] & 0x3F);
-        return 2;
+    if (avail < 2) {
+        return 0;
     }
-    if (b < 0xF0) {
-        if (b == 0xE0) {
-            lo = 0xA0; /* overlong below */
-        }
-        else if (b == 0xED) {
-            hi = 0x9F; /* surrogates above */
-        }
-        if (avail < 2) {
-            return 0;
-        }
-        if (avail == 2 && b == 0xED && s[1] >= 0xA0 && s[1] <= 0xBF) {
-            /* CPython's decoder holds a truncated surrogate at the end
-             * of non-final input too (for surrogatepass); it is
-             * invalid once the input is final or the next byte comes. */
-            return 0;
-        }
-        if (s[1] < lo || s[1] > hi) {
-            return -1;
-        }
-        if (avail < 3) {
-            return 0;
-        }
-        if ((s[2] & 0xC0) != 0x80) {
-            return -1;
-        }
-        *cp = ((uint32_t)(b & 0x0F) << 12) | ((uint32_t)(s[1] & 0x3F) << 6) |
-              (s[2] & 0x3F);
-        return 3;
+    if (avail == 2 && b == 0xED && s[1] >= 0xA0 && s[1] <= 0xBF) {
+        /* CPython's decoder holds a truncated surrogate at the end of
+         * non-final input too (for surrogatepass); it is invalid once
+         * the input is final or the next byte comes. */
+        return 0;
     }
-    if (b < 0xF5) {
-        if (b == 0xF0) {
-            lo = 0x90; /* overlong below */
-        }
-        else if (b == 0xF4) {
-            hi = 0x8F; /* beyond U+10FFFF above */
-        }
-        if (avail < 2) {
-            return 0;
-        }
-        if (s[1] < lo || s[1] > hi) {
-            return -1;
-        }
-        if (avail < 3) {
-            return 0;
-        }
-        if ((s[2] & 0xC0) != 0x80) {
-            return -1;
-        }
-        if (avail < 4) {
-            return 0;
-        }
-        if ((s[3] & 0xC0) != 0x80) {
-            return -1;
-        }
-        *cp = ((uint32_t)(b & 0x07) << 18) | ((uint32_t)(s[1] & 0x3F) << 12) |
-              ((uint32_t)(s[2] & 0x3F) << 6) | (s[3] & 0x3F);
-        return 4;
+    if (s[1] < seq_lo[b] || s[1] > seq_hi[b]) {
+        return -1; /* overlong, surrogate, beyond U+10FFFF, or no continuation */
     }
-    return -1; /* F5-FF never start a sequence */
+    c = ((uint32_t)(b & (0x7F >> len)) << 6) | (s[1] & 0x3F);
+    for (i = 2; i < len; i++) {
+        if (avail <= i) {
+            return 0;
+        }
+        if ((s[i] & 0xC0) != 0x80) {
+            return -1;
+        }
+        c = (c << 6) | (s[i] & 0x3F);
+    }
+    *cp = c;
+    return len;
 }
 
 /* The table entry of cp: 0 if its uppercase is itself, else
@@ -153,9 +114,6 @@ lookup(uint32_t cp)
     return UPPER_ENTRIES[UPPER_STAGE2[(block << 8) | (cp & 0xFF)]];
 }
 
-/* For a lead byte C2-F4: the length of its sequence, and the range its
- * second byte must be in (Unicode table 3-7); filled in by accel_exec. */
-static unsigned char seq_len[256], seq_lo[256], seq_hi[256];
 
 /* For every two-byte character (U+0080-U+07FF, by its low 11 bits): the two
  * bytes it becomes, when that is two bytes (its own, or its uppercase's),
