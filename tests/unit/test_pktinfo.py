@@ -16,6 +16,7 @@ from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 import upperecho.udp
+from tests.helpers import ipv6Loopback
 from upperecho import pktinfo
 from upperecho.pktinfo import (
     IP_PKTINFO,
@@ -28,15 +29,6 @@ from upperecho.udp import MAX_DATAGRAM, UpperEchoDatagramProtocol, UpperEchoPort
 #: in_pktinfo as the kernel reports a datagram to 127.0.0.2 on lo (index 1)
 TO_2 = b"\x01\0\0\0" + socket.inet_aton("127.0.0.2") * 2
 TO_1 = b"\x01\0\0\0" + socket.inet_aton("127.0.0.1") * 2
-
-
-def _ipv6Loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 class ReplySourcesTests(SynchronousTestCase):
@@ -240,7 +232,7 @@ class WildcardPortTests(SynchronousTestCase):
         Bound to C{::}, an IPv4 client asking 127.0.0.2 and an IPv6 client
         asking ::1 are both answered from the address they asked.
         """
-        if not _ipv6Loopback():
+        if not ipv6Loopback():
             raise SkipTest("no IPv6 loopback")
         _, port = self.listen("::")
         self.assertIsNotNone(port.replySources)
