@@ -135,7 +135,8 @@ class FairShare(Generic[C]):
         @return: L{PER_SOURCE} if that source already holds its cap (the
             connection is then forgotten, and must be closed), else C{None}.
         """
-        if self._source.get(conn) == source:
+        if self._source.get(conn, source) == source:
+            # already there, or no longer held (closed to make room)
             return None
         self.remove(conn)
         if self.perSource and self.held(source) >= self.perSource:

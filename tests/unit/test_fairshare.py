@@ -153,6 +153,9 @@ class FairShareTests(SynchronousTestCase):
         self.assertEqual((fs.held("proxy"), fs.held("client")), (0, 1))
         self.assertEqual(fs.move(p1, "client"), PER_SOURCE)
         self.assertEqual(len(fs), 1)
+        # a connection already given up is not counted again
+        self.assertIsNone(fs.move(p1, "other"))
+        self.assertEqual((len(fs), fs.held("other")), (1, 0))
 
 
 PEER_A = "192.0.2.7"
