@@ -207,7 +207,14 @@ class Twistd:
             *self.args,
         ]
         if runner.endswith("twist"):
-            argv = [runner, "--log-file", str(self.logPath), "upperecho", *self.args]
+            argv = [
+                runner,
+                "--log-file",
+                str(self.logPath),
+                *twistdArgs,
+                "upperecho",
+                *self.args,
+            ]
         self.process = subprocess.Popen(
             argv,
             cwd=self.dir.name,

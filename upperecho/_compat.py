@@ -28,11 +28,14 @@ The guards, from cheapest to most drastic fallback:
   - L{sslEndpointParts} and L{sniEndpointType}: without them a C{ssl:} or
     C{tls:} endpoint is served by Twisted's own wrapper;
   - L{raiseListenErrors}: without it a failure to listen is logged by
-    Twisted instead of ending start-up with one line.
+    Twisted instead of ending start-up with one line;
+  - L{twistdLogFile}: without it SIGHUP reopens only the JSON log file of
+    L{upperecho.logs.jsonLogger}, not C{twistd}'s own C{--logfile}.
 """
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 from dataclasses import dataclass
@@ -42,6 +45,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.tcp import Server as TCPServer
 from twisted.internet.udp import Port as UDPPort
+from twisted.python.logfile import BaseLogFile
 
 __all__ = [
     "PRIVATE_NAMES",
@@ -53,6 +57,7 @@ __all__ = [
     "sniEndpointType",
     "sslEndpointParts",
     "tlsTransportUsable",
+    "twistdLogFile",
     "unconnectedUDPSocket",
 ]
 
@@ -166,6 +171,14 @@ PRIVATE_NAMES = (
         ("_raiseSynchronously",),
         "a failure to listen ends start-up with one line, as "
         "twisted.application.strports.service does",
+    ),
+    PrivateNames(
+        "twisted.scripts._twistd_unix:UnixAppLogger",
+        ("_getLogObserver",),
+        "SIGHUP reopens twistd's own --logfile (upperecho.logs), found in "
+        "the closure of the SIGUSR1 handler this method installs "
+        "(TWISTD_ROTATE_HANDLER); else SIGHUP "
+        "reopens only upperecho.logs.jsonLogger's file",
     ),
 )
 
@@ -307,6 +320,33 @@ def raiseListenErrors(service: StreamServerEndpointService) -> None:
     """
     if hasattr(service, "_raiseSynchronously"):
         service._raiseSynchronously = True
+
+
+#: the qualified name of the SIGUSR1 handler twistd installs to rotate its
+#: log file
+TWISTD_ROTATE_HANDLER = "UnixAppLogger._getLogObserver.<locals>.rotateLog"
+
+
+def twistdLogFile() -> BaseLogFile | None:
+    """
+    The log file C{twistd} opened for C{--logfile}, or C{None} when it
+    logs elsewhere (standard output, syslog, a C{--logger}) or keeps it
+    where upperecho does not look.
+
+    C{twistd} keeps it nowhere public: only the C{SIGUSR1} handler it
+    installs to rotate it holds it, in its closure.
+    """
+    handler = signal.getsignal(signal.SIGUSR1)
+    if getattr(handler, "__qualname__", None) != TWISTD_ROTATE_HANDLER:
+        return None
+    for cell in getattr(handler, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if isinstance(value, BaseLogFile):
+            return value
+    return None
 
 
 # The PROXY-protocol parser and wrapper: if a Twisted release moves them,

@@ -6,7 +6,7 @@ Nothing is counted for the metrics' sake: L{UpperEchoCollector} reads, at
 scrape time, the counters the factory, its protocols and the datagram
 protocol keep anyway, so a request costs the same with metrics on or off.
 The text is served at C{/metrics} by C{twisted.web} on any Twisted server
-endpoint, in the same reactor thread as the echo services.
+endpoint, in the same reactor thread as the echo services (L{upperecho.web}).
 
 Built on C{prometheus-client}, a dependency of upperecho.
 """
@@ -20,10 +20,8 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
-from twisted.application import strports
-from twisted.application.internet import StreamServerEndpointService
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 
 from upperecho.tcp import UpperEchoFactory
 from upperecho.udp import UpperEchoDatagramProtocol
@@ -32,7 +30,7 @@ __all__ = [
     "MetricsResource",
     "UpperEchoCollector",
     "metricsRegistry",
-    "metricsService",
+    "metricsResource",
 ]
 
 
@@ -163,20 +161,11 @@ class MetricsResource(Resource):
         return body
 
 
-def metricsService(
-    description: str,
-    factory: UpperEchoFactory | None,
-    datagram: UpperEchoDatagramProtocol | None,
-    reactor: Any,
-) -> StreamServerEndpointService:
+def metricsResource(
+    factory: UpperEchoFactory | None, datagram: UpperEchoDatagramProtocol | None
+) -> MetricsResource:
     """
-    A service serving C{/metrics} over HTTP on the endpoint C{description};
-    a failure to listen is raised from C{privilegedStartService}.
+    C{/metrics} for these services, to put in the C{--metrics} site's tree
+    (L{upperecho.web}).
     """
-    root = Resource()
-    root.putChild(b"metrics", MetricsResource(metricsRegistry(factory, datagram)))
-    site = Site(root)
-    site.noisy = False
-    svc = strports.service(description, site, reactor=reactor)
-    svc.setName(f"--metrics {description}")
-    return svc
+    return MetricsResource(metricsRegistry(factory, datagram))

@@ -6,6 +6,7 @@ The C{twistd upperecho} command line: L{Options} and L{makeService}.
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,18 +21,22 @@ from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger
 from twisted.python import usage
 
-from upperecho import options
+from upperecho import identity, options
 from upperecho._globalreactor import reactorOr
 from upperecho._version import __version__
 from upperecho.allocator import tuneAllocator
 from upperecho.endpoints import HAPROXY_PREFIX, endpointService
+from upperecho.environment import environmentArguments
+from upperecho.health import Readiness
 from upperecho.impair import Impairment
+from upperecho.logs import HangupService
 from upperecho.optional import missingMetrics, missingTLS, usesTLS
 from upperecho.source import TrustedProxies, network
 from upperecho.tcp import UpperEchoFactory
 from upperecho.udp import (
     BYTE_RATE,
     MAX_DATAGRAM,
+    ReplyWriter,
     UpperEchoDatagramProtocol,
     listenUDP,
 )
@@ -69,6 +74,9 @@ def _percent(option: str, value: str) -> float:
         raise usage.UsageError(f"--{option} {value}: not a percentage (0-100)")
     return percent
 
+
+#: the options whose services are listeners, which readiness waits for
+LISTENER_OPTIONS = ("--tcp", "--udp", "--listen")
 
 #: the options that turn UDP impairment on (docs/contract.rst, UDP impairment)
 IMPAIRMENT_OPTIONS = ("udp-loss", "udp-duplicate", "udp-delay", "udp-jitter")
@@ -123,7 +131,9 @@ class Options(usage.Options):
         "Serve the classic socket-programming uppercase echo: every byte "
         "received over TCP and every datagram received over UDP is sent back "
         "uppercased.  With no --tcp, --udp or --listen, both TCP and UDP are "
-        f"served on port {DEFAULT_PORT}."
+        f"served on port {DEFAULT_PORT}.  Every option can also be set in the "
+        "environment as UPPERECHO_<OPTION> (--udp-rate: UPPERECHO_UDP_RATE); "
+        "the command line wins."
     )
 
     optParameters: list[list[Any]] = [
@@ -213,7 +223,35 @@ class Options(usage.Options):
             None,
             None,
             "Serve Prometheus metrics at /metrics on this server endpoint, "
-            "e.g. tcp:9100:interface=127.0.0.1.",
+            "e.g. tcp:9100:interface=127.0.0.1; /healthz and /readyz too.",
+        ],
+        [
+            "health",
+            None,
+            None,
+            "Serve /healthz and /readyz alone on this server endpoint, e.g. tcp:8080.",
+        ],
+        [
+            "drain-delay",
+            None,
+            "0",
+            "Seconds to go on serving after SIGTERM, with /readyz already "
+            "503, so that load balancers stop sending first.",
+        ],
+        [
+            "name",
+            None,
+            None,
+            "The name --identify gives [default: $POD_NAME, else the host name].",
+        ],
+    ]
+
+    optFlags: list[list[Any]] = [
+        [
+            "identify",
+            None,
+            "Begin every TCP connection with 'upperecho NAME\\n' and every "
+            "UDP reply with 'NAME: ' (see --name).",
         ],
     ]
 
@@ -237,6 +275,15 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--proxy-from {value}: not an IPv4 or IPv6 address or network"
             ) from None
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse the command line after the options the environment sets
+        (L{upperecho.environment}: C{UPPERECHO_TCP=12000} is C{--tcp
+        12000}); the command line wins.
+        """
+        argv = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(environmentArguments(self, os.environ, argv) + argv)
 
     def opt_listen(self, description: str) -> None:
         """
@@ -298,6 +345,24 @@ class Options(usage.Options):
             )
         if self["metrics"] is not None:
             _checkMetrics(self["metrics"])
+        if self["health"] is not None:
+            _checkEndpoint("health", self["health"])
+        self["drain-delay"] = _number("drain-delay", self["drain-delay"])
+        self._checkName()
+
+    def _checkName(self) -> None:
+        if not self["identify"]:
+            if self["name"] is not None:
+                raise usage.UsageError(f"--name {self['name']}: needs --identify")
+            return
+        given = self["name"] is not None
+        name = self["name"] if given else identity.defaultName()
+        why = identity.invalidName(name)
+        if why is not None:
+            source = "--name" if given else "the default name ($POD_NAME or host name)"
+            hint = "" if given else "; give one with --name"
+            raise usage.UsageError(f"{source} {name!r}: {why}{hint}")
+        self["name"] = name
 
 
 class UpperEchoService(MultiService):
@@ -317,6 +382,9 @@ class UpperEchoService(MultiService):
     tuneMalloc = True
     #: the reactor the services listen with (named in the start-up log)
     reactor: Any = None
+    #: told first when the services stop, and may hold the stop back
+    #: (C{--drain-delay})
+    readiness: Readiness | None = None
 
     def privilegedStartService(self) -> None:
         Service.privilegedStartService(self)
@@ -336,6 +404,18 @@ class UpperEchoService(MultiService):
         Service.startService(self)
         for child in self:
             self._start(child, child.startService)
+
+    def stopService(self) -> Deferred[object]:
+        """
+        Mark the server not ready, wait out the drain, then stop every
+        service (closing the listeners).
+        """
+        readiness = self.readiness
+        draining = None if readiness is None else readiness.drain()
+        if draining is None:
+            stopped: Deferred[object] = MultiService.stopService(self)
+            return stopped
+        return draining.addCallback(lambda _: MultiService.stopService(self))
 
     def _start(self, child: IService, start: Callable[[], object]) -> None:
         try:
@@ -427,6 +507,7 @@ def makeService(
     listens: Sequence[str] = config.get("listen", [])
     factory = None
     proto = None
+    name = config.get("name") if config.get("identify") else None
     if config.get("tcp") is not None or listens:
         factory = UpperEchoFactory(
             encoding=config["encoding"],
@@ -435,6 +516,8 @@ def makeService(
             clock=reactor,
             maxPerSource=config.get("max-connections-per-source", 0),
         )
+        if name is not None:
+            factory.greeting = identity.greeting(name)
     if config.get("tcp") is not None:
         tcp = internet.TCPServer(
             config["tcp"],
@@ -475,19 +558,50 @@ def makeService(
             # scheduled once the pending ones are cancelled.
             impairment.setName("UDP impairment")
             impairment.setServiceParent(top)
+        writer: ReplyWriter | None = impairment
+        if name is not None:
+            writer = identity.PrefixWriter(identity.replyPrefix(name), impairment)
         proto = UpperEchoDatagramProtocol(
             encoding=config["encoding"],
             rate=config["udp-rate"],
             byteRate=config.get("udp-byte-rate", BYTE_RATE),
             ownPorts=[config["udp"]] if config["udp"] else [],
             clock=reactor,
-            impairment=impairment,
+            impairment=writer,
         )
         udp = UDPService(config["udp"], proto, config["interface"], reactor)
         udp.setName(f"--udp {config['udp']}")
         udp.setServiceParent(top)
-    if config.get("metrics"):
-        from upperecho.metrics import metricsService
-
-        metricsService(config["metrics"], factory, proto, reactor).setServiceParent(top)
+    _addOperations(top, config, factory, proto, reactor)
     return top
+
+
+def _addOperations(
+    top: UpperEchoService,
+    config: Options | dict[str, Any],
+    factory: UpperEchoFactory | None,
+    proto: UpperEchoDatagramProtocol | None,
+    reactor: Any,
+) -> None:
+    """
+    Add what operators and orchestrators use to the echo services of
+    C{top}: readiness (marked not ready when the shutdown begins), the
+    C{--metrics} and C{--health} pages, and the SIGHUP handler.
+    """
+    from upperecho.web import healthRoot, webService
+
+    top.readiness = readiness = Readiness(
+        [svc for svc in top if str(svc.name).split(" ")[0] in LISTENER_OPTIONS],
+        config.get("drain-delay", 0),
+        reactor,
+    )
+    if config.get("metrics"):
+        from upperecho.metrics import metricsResource
+
+        root = healthRoot(readiness)
+        root.putChild(b"metrics", metricsResource(factory, proto))
+        webService("metrics", config["metrics"], root, reactor).setServiceParent(top)
+    if config.get("health"):
+        root = healthRoot(readiness)
+        webService("health", config["health"], root, reactor).setServiceParent(top)
+    HangupService(reactor).setServiceParent(top)

@@ -112,6 +112,9 @@ class UpperEchoProtocol(Protocol):
         # time (one shared float for every connection it sees, not one each)
         self._active = True
         self.factory.connectionOpened(self)
+        if self.factory.greeting:
+            # --identify (upperecho.identity): the line before any reply
+            self._write(self.factory.greeting)
 
     def dataReceived(self, data: bytes) -> None:
         self._active = True
@@ -301,6 +304,8 @@ class UpperEchoFactory(Factory):
     @ivar idleClosed: connections closed by the idle timeout.
     @ivar bytesInClosed: bytes received on connections now closed.
     @ivar bytesOutClosed: bytes sent on connections now closed.
+    @ivar greeting: bytes every connection begins with (C{--identify},
+        L{upperecho.identity}); empty, the default, sends nothing.
     """
 
     protocol = UpperEchoProtocol  # type: ignore[assignment]
@@ -335,6 +340,9 @@ class UpperEchoFactory(Factory):
         self._clock = clock
         self._logThrottle = LogThrottle(clock)
         self._sweepCall: IDelayedCall | None = None
+        # an instance attribute, not a class one: connectionMade reads it
+        # for every connection, and that lookup is the cheaper one
+        self.greeting = b""
 
     @property
     def sweepInterval(self) -> float:

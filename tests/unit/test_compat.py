@@ -6,6 +6,8 @@ on still exists, and each guard falls back when one is missing.
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import socket
 from typing import Any
 
@@ -14,6 +16,7 @@ from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.internet.udp import Port as UDPPort
+from twisted.scripts._twistd_unix import UnixAppLogger
 from twisted.trial.unittest import TestCase
 
 from upperecho import _compat
@@ -134,3 +137,34 @@ class GuardTests(TestCase):
         _compat.raiseListenErrors(svc)
         self.assertTrue(svc._raiseSynchronously)
         _compat.raiseListenErrors(object())  # type: ignore[arg-type]
+
+
+class TwistdLogFileTests(TestCase):
+    """
+    L{_compat.twistdLogFile} finds the file C{twistd --logfile} opened.
+    """
+
+    def setUp(self) -> None:
+        previous = signal.getsignal(signal.SIGUSR1)
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+
+    def test_found(self) -> None:
+        """
+        After twistd's logger set up its file, that file is found.
+        """
+        path = self.mktemp()
+        appLogger = UnixAppLogger({"logfile": path, "nodaemon": False})
+        appLogger._getLogObserver()
+        found = _compat.twistdLogFile()
+        assert found is not None
+        self.addCleanup(found.close)
+        self.assertEqual(found.path, os.path.abspath(path))
+
+    def test_otherHandler(self) -> None:
+        """
+        With no handler, or someone else's, there is none.
+        """
+        self.assertIsNone(_compat.twistdLogFile())
+        signal.signal(signal.SIGUSR1, lambda *_: None)
+        self.assertIsNone(_compat.twistdLogFile())

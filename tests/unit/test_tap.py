@@ -6,6 +6,8 @@ services L{makeService} builds (against a fake reactor).
 from __future__ import annotations
 
 import io
+import os
+import socket
 import sys
 from typing import Any, cast
 
@@ -216,7 +218,7 @@ class MakeServiceTests(SynchronousTestCase):
             parse("--listen", "tcp:1", "--listen", "tcp:2:interface=127.0.0.1"),
             reactor=reactor,
         )
-        children = list(svc)
+        children = [child for child in svc if child.name.startswith("--listen")]
         self.assertEqual(len(children), 2)
         for child in children:
             self.assertIsInstance(child, StreamServerEndpointService)
@@ -265,7 +267,7 @@ class MakeServiceTests(SynchronousTestCase):
         svc = makeService(parse("--listen", "haproxy:tcp:1"), reactor=FakeUDPReactor())
         warned = [e for e in events if "any peer may send" in e["log_format"]]
         self.assertEqual(len(warned), 1)
-        (child,) = list(svc)
+        (child,) = [c for c in svc if isinstance(c, StreamServerEndpointService)]
         self.assertIsNone(child.endpoint.trusted)
         events.clear()
         svc = makeService(
@@ -280,7 +282,7 @@ class MakeServiceTests(SynchronousTestCase):
             reactor=FakeUDPReactor(),
         )
         self.assertEqual(events, [])
-        (child,) = list(svc)
+        (child,) = [c for c in svc if isinstance(c, StreamServerEndpointService)]
         trusted = child.endpoint.trusted
         self.assertEqual(str(trusted), "127.0.0.0/8 ::1/128")
 
@@ -405,7 +407,7 @@ class ImpairmentOptionsTests(SynchronousTestCase):
         """
         for argv in ([], ["--udp-seed", "3", "--udp-loss", "0"]):
             svc = makeService(parse("--udp", "5", *argv), reactor=FakeUDPReactor())
-            self.assertEqual([s.name for s in svc], ["--udp 5"])
+            self.assertEqual([s.name for s in svc], ["--udp 5", "SIGHUP"])
             proto = svc.getServiceNamed("--udp 5").protocol
             self.assertIsNone(proto.impairment)
 
@@ -465,3 +467,57 @@ class ImpairmentOptionsTests(SynchronousTestCase):
         self.assertIn("30% lost", lines[0])
         self.assertIn("seed 1", lines[0])
         self.assertTrue(impairment.running)
+
+
+class DeploymentOptionsTests(SynchronousTestCase):
+    """
+    --identify, --name, --health and --drain-delay (docs/contract.rst).
+    """
+
+    def test_identify(self) -> None:
+        """
+        --identify takes --name, or $POD_NAME, else the host name; the
+        services get the greeting and the reply prefix.
+        """
+        self.patch(os, "environ", {"POD_NAME": "echo-abc12"})
+        self.assertEqual(parse("--identify")["name"], "echo-abc12")
+        self.assertEqual(parse("--identify", "--name", "n1")["name"], "n1")
+        self.patch(os, "environ", {})
+        self.assertEqual(parse("--identify")["name"], socket.gethostname())
+        reactor = FakeUDPReactor()
+        svc = makeService(
+            parse("--identify", "--name", "n1", "--tcp", "1", "--udp", "2"),
+            reactor=reactor,
+        )
+        svc.privilegedStartService()
+        factory: Any = reactor.tcpServers[0][1]
+        self.assertEqual(factory.greeting, b"upperecho n1\n")
+        writer = reactor.udpPorts[0][1].impairment
+        self.assertEqual(writer.prefix, b"n1: ")
+
+    def test_offByDefault(self) -> None:
+        """
+        Without --identify, no greeting and no reply writer.
+        """
+        reactor = FakeUDPReactor()
+        svc = makeService(parse("--tcp", "1", "--udp", "2"), reactor=reactor)
+        svc.privilegedStartService()
+        factory: Any = reactor.tcpServers[0][1]
+        self.assertEqual(factory.greeting, b"")
+        self.assertIsNone(reactor.udpPorts[0][1].impairment)
+
+    def test_errors(self) -> None:
+        """
+        One line each.
+        """
+        self.patch(os, "environ", {"POD_NAME": "bad name"})
+        assertOneLineErrors(
+            self,
+            [
+                (["--name", "n1"], "--name n1: needs --identify"),
+                (["--identify", "--name", "a:b"], "--name 'a:b': not 1-253"),
+                (["--identify"], "the default name ($POD_NAME or host name)"),
+                (["--drain-delay", "-1"], "--drain-delay -1: not a finite number"),
+                (["--health", "nope:1"], "--health nope:1:"),
+            ],
+        )

@@ -22,6 +22,11 @@ from twisted.internet.protocol import (
 )
 from twisted.python.failure import Failure
 
+from upperecho.scripts.probe.framing import (
+    GREETING_PREFIX,
+    MAX_GREETING,
+    parseGreeting,
+)
 from upperecho.scripts.probe.session import ProbeSession
 
 __all__ = [
@@ -134,10 +139,16 @@ class ProbeStreamProtocol(Protocol):
     next C{n} bytes answer the oldest unanswered probe, whose expected reply
     is C{n} bytes long.
 
+    When the session expects identities (C{--identify}), the connection
+    first carries the server's line C{upperecho <name>\\n}: every reply on
+    it is from that instance.  A connection without it ends the run.
+
     @ivar oneShot: close after the first reply (C{--new-connection}).
+    @ivar instance: the name of the instance answering, once known.
     """
 
     transport: _StreamTransport  # type: ignore[assignment]
+    instance: str | None = None
 
     def __init__(self, session: ProbeSession, oneShot: bool = False) -> None:
         self.session = session
@@ -177,11 +188,13 @@ class ProbeStreamProtocol(Protocol):
         """
         buf = self._buffer
         buf += data
+        if self.session.identify and self.instance is None and not self._greeted():
+            return
         fifo = self._fifo
         pos = 0
         while fifo and len(buf) - pos >= fifo[0][1]:
             seq, n = fifo.popleft()
-            self.session.reply(seq, bytes(buf[pos : pos + n]))
+            self.session.reply(seq, bytes(buf[pos : pos + n]), 0, self.instance)
             pos += n
         del buf[:pos]
         if buf and not fifo:
@@ -191,6 +204,38 @@ class ProbeStreamProtocol(Protocol):
         if self.oneShot and not fifo and pos:
             self._closing = True
             self.transport.loseConnection()
+
+    def _greeted(self) -> bool:
+        """
+        Read the identity line from the start of the buffer.
+
+        @return: whether it has been read; if not, either more bytes are
+            needed or the run has been failed.
+        """
+        buf = self._buffer
+        end = buf.find(b"\n")
+        if end < 0:
+            head = bytes(buf[: len(GREETING_PREFIX)])
+            if len(buf) < MAX_GREETING and GREETING_PREFIX.startswith(head):
+                return False  # the line is still coming
+            name = None
+        else:
+            name = parseGreeting(bytes(buf[: end + 1]))
+        if name is None:
+            self._closing = True
+            self.transport.loseConnection()
+            self.session.fail(
+                Failure(
+                    ValueError(
+                        "no identity line (upperecho NAME) from the server: "
+                        "is it run with --identify?"
+                    )
+                )
+            )
+            return False
+        del buf[: end + 1]
+        self.instance = name
+        return True
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """

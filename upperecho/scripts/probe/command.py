@@ -66,7 +66,7 @@ class ProbeOptions(usage.Options):
 
     synopsis = (
         "Usage: upperecho-client --probe [--udp] [-c COUNT] [-i INTERVAL] [-s SIZE] [-W TIMEOUT] "
-        "[--new-connection] [--json] [HOST] [PORT]\n"
+        "[--new-connection] [--identify] [--json] [HOST] [PORT]\n"
         "       upperecho-client --probe --rate R --duration S [--concurrency C] [--udp] [--json] "
         "[HOST] [PORT]"
     )
@@ -80,6 +80,12 @@ class ProbeOptions(usage.Options):
         ["udp", None, "Probe over UDP instead of TCP."],
         ["new-connection", None, "TCP: open a new connection for every probe."],
         ["json", None, "Print one JSON object at the end instead of text."],
+        [
+            "identify",
+            None,
+            "The server runs with --identify: strip the instance's name from "
+            "each reply and count replies per instance.",
+        ],
     ]
     optParameters = [
         [
@@ -210,6 +216,7 @@ class ProbeRun:
         )
         self.session.onIdle = self._maybeFinish
         self.session.targetName = self.target
+        self.session.identify = bool(config["identify"])
         self.done: Deferred[int] = Deferred()
         self._driver: PingDriver | LoadDriver | None = None
         self._channels: list[Any] = []

@@ -13,19 +13,30 @@ sequence number and, for any ASCII-compatible encoding, has the same length.
 UDP replies are matched by that number; a TCP connection is an ordered byte
 stream, so its replies are matched by position and split by the length of
 the expected reply (fixed-size framing, no delimiter needed).
+
+A server run with C{--identify} says who answered (L{upperecho.identity}):
+a TCP connection begins with the line C{upperecho <name>\\n}
+(L{parseGreeting}), and a UDP reply with C{<name>: } (L{splitIdentity}).
+The name never contains C{:}, a space or a newline, and a probe never
+contains C{": "}, so both split unambiguously.
 """
 
 from __future__ import annotations
 
 import random
+import re
 
 __all__ = [
+    "GREETING_PREFIX",
     "HEADER_SIZE",
+    "MAX_GREETING",
     "MAX_SIZE",
     "MIN_SIZE",
     "SEQ_MOD",
     "makeProbe",
+    "parseGreeting",
     "probeSequence",
+    "splitIdentity",
 ]
 
 #: bytes of the header: eight digits and a space
@@ -60,3 +71,32 @@ def probeSequence(data: bytes) -> int | None:
     if len(data) < HEADER_SIZE or data[8:9] != b" " or not head.isdigit():
         return None
     return int(head)
+
+
+#: how the line a server run with C{--identify} sends first begins
+GREETING_PREFIX = b"upperecho "
+#: the longest such line: the prefix, a 253-byte name and the newline
+MAX_GREETING = len(GREETING_PREFIX) + 253 + 1
+_NAME = re.compile(rb"[A-Za-z0-9._-]{1,253}")
+
+
+def parseGreeting(line: bytes) -> str | None:
+    """
+    The instance name in the line C{upperecho <name>\\n} (with or without
+    its newline), or C{None} if C{line} is not that line.
+    """
+    if not line.startswith(GREETING_PREFIX):
+        return None
+    name = line[len(GREETING_PREFIX) :].removesuffix(b"\n")
+    return name.decode("ascii") if _NAME.fullmatch(name) else None
+
+
+def splitIdentity(data: bytes) -> tuple[str | None, bytes]:
+    """
+    Split a UDP reply C{<name>: <rest>} into the name and the rest; a reply
+    without a name is C{(None, data)}.
+    """
+    name, sep, rest = data.partition(b": ")
+    if not sep or _NAME.fullmatch(name) is None:
+        return None, data
+    return name.decode("ascii"), rest

@@ -39,6 +39,8 @@ class ProbeResult:
     scheduled: int = 0
     unsent: int = 0
     sendErrors: int = 0
+    #: replies per instance (C{--identify}), else C{None}
+    instances: dict[str, int] | None = None
 
     @classmethod
     def fromSession(
@@ -65,6 +67,7 @@ class ProbeResult:
             ),
             histogram=histogram(session.rtts),
             sendErrors=session.sendErrors,
+            instances=dict(session.instances) if session.identify else None,
         )
         if load is not None:
             result.rate = load.rate
@@ -87,10 +90,10 @@ class ProbeResult:
     def asJSON(self) -> dict[str, Any]:
         """
         The C{--json} object, with exactly the keys docs/contract.rst lists
-        (Probe mode).
+        (Probe mode), and C{instances} with C{--identify}.
         """
         t = self.tally
-        return {
+        found: dict[str, Any] = {
             "target": self.target,
             "protocol": self.protocol,
             "sent": t.sent,
@@ -106,6 +109,9 @@ class ProbeResult:
             "histogram": [[bound, count] for bound, count in self.histogram],
             "achieved_rate": self.achievedRate,
         }
+        if self.instances is not None:
+            found["instances"] = dict(sorted(self.instances.items()))
+        return found
 
 
 def _rounded(d: Distribution) -> dict[str, float | None]:
@@ -161,6 +167,11 @@ def formatText(result: ProbeResult) -> str:
         lines.append(f"{t.stray} replies matched no probe")
     if result.sendErrors:
         lines.append(f"{result.sendErrors} probes could not be sent (counted as lost)")
+    if result.instances is not None:
+        spread = ", ".join(
+            f"{name} {count}" for name, count in sorted(result.instances.items())
+        )
+        lines.append(f"replies per instance: {spread or 'none identified'}")
     if result.rate is not None and result.achievedRate is not None:
         if result.sustained:
             lines.append(

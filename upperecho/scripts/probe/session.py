@@ -23,7 +23,12 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from upperecho.scripts._common import ExitStatus, describe, statusOf
-from upperecho.scripts.probe.framing import SEQ_MOD, makeProbe, probeSequence
+from upperecho.scripts.probe.framing import (
+    SEQ_MOD,
+    makeProbe,
+    probeSequence,
+    splitIdentity,
+)
 from upperecho.scripts.probe.stats import Tally, Verdict
 from upperecho.transform import isAsciiCompatible, upper
 
@@ -71,6 +76,9 @@ class ProbeSession:
     @ivar error: the first fatal error (connection refused or lost), in
         words.
     @ivar errorStatus: the exit status that error calls for.
+    @ivar identify: replies carry the name of the instance that sent them
+        (C{--identify}); one without it is corrupted.
+    @ivar instances: replies per instance name, with C{identify}.
     """
 
     sendErrors = 0
@@ -79,6 +87,7 @@ class ProbeSession:
     #: how the target is named in messages
     targetName = "the target"
     onIdle: Callable[[], None] | None = None
+    identify = False
 
     def __init__(
         self,
@@ -109,6 +118,7 @@ class ProbeSession:
         self.tally = Tally()
         self.rtts = array("d")
         self.connects = array("d")
+        self.instances: dict[str, int] = {}
         self._rng = rng if rng is not None else random.Random()
         self._ascii = isAsciiCompatible(encoding)
         self._granularity = sweepGranularity
@@ -154,21 +164,29 @@ class ProbeSession:
     def datagramReply(self, data: bytes, flow: int = 0) -> Verdict:
         """
         A datagram came back on socket C{flow}: find its probe by the
-        sequence number in it.
+        sequence number in it (after the instance's name, with
+        C{identify}).
         """
+        instance = None
+        if self.identify:
+            instance, data = splitIdentity(data)
         short = probeSequence(data)
         if short is None:
-            return self.reply(0, data, flow)
+            return self.reply(0, data, flow, instance)
         # the full sequence number closest below the newest probe
         newest = self.tally.sent
-        return self.reply(newest - (newest - short) % SEQ_MOD, data, flow)
+        return self.reply(newest - (newest - short) % SEQ_MOD, data, flow, instance)
 
-    def reply(self, seq: int, data: bytes, flow: int = 0) -> Verdict:
+    def reply(
+        self, seq: int, data: bytes, flow: int = 0, instance: str | None = None
+    ) -> Verdict:
         """
         Judge a reply to probe C{seq} that came back on socket or connection
-        C{flow}.
+        C{flow}, from the instance named C{instance} (C{identify}).
         """
         now = self.timer()
+        if instance is not None:
+            self.instances[instance] = self.instances.get(instance, 0) + 1
         entry = self._outstanding.pop(seq, None)
         if entry is None:
             # already answered, timed out, or never sent
@@ -177,7 +195,8 @@ class ProbeSession:
         else:
             expected, origin, deadline = entry
             rtt = (now - origin) * 1000.0
-            verdict = self.tally.reply(seq, data == expected, now <= deadline, flow)
+            correct = data == expected and (instance is not None or not self.identify)
+            verdict = self.tally.reply(seq, correct, now <= deadline, flow)
             if verdict is Verdict.RECEIVED or verdict is Verdict.REORDERED:
                 self.rtts.append(rtt)
         if self.observer is not None:
