@@ -376,15 +376,15 @@ class UpperEchoFactory(Factory):
         """
         if reason == MAX_CONNECTIONS:
             self.refused += 1
-            limit = f"--max-connections {self.maxConnections}"
+            option, limit = "--max-connections", self.maxConnections
         else:
             self.refusedPerSource += 1
-            limit = f"--max-connections-per-source {self.fairShare.perSource}"
-        peer = addressText(addr)
+            option, limit = "--max-connections-per-source", self.fairShare.perSource
         if self._logThrottle.ready((reason, sourceOf(addr))):
             self._log.warn(
-                "refused connection from {peer}: {limit} reached",
-                peer=peer,
+                "refused connection from {peer}: {option} {limit} reached",
+                peer=addressText(addr),
+                option=option,
                 limit=limit,
             )
 

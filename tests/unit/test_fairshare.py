@@ -253,7 +253,11 @@ class FactoryTests(SynchronousTestCase):
         proto, _ = self.connect(factory, PEER_A)
         self.assertIsNone(proto)
         self.assertEqual((factory.refusedPerSource, factory.refused), (1, 0))
-        logged = [e for e in self.events if "per-source" in str(e.get("limit"))]
+        logged = [
+            e
+            for e in self.events
+            if e.get("option") == "--max-connections-per-source" and e["limit"] == 2
+        ]
         self.assertEqual(len(logged), 1)
 
     def test_proxiedMovesSource(self) -> None:
