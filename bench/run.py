@@ -53,6 +53,7 @@ WORKLOADS = [
     "tcp-pingpong",
     "tcp-stream",
     "tcp-stream-utf8",
+    "tcp-stream-binary",
     "tcp-oneshot",
     "tcp-oneshot-rst",
     "udp-pingpong",
@@ -138,6 +139,33 @@ def make_corpus(period_bytes=1 << 20):
         f.write(text.encode("utf-8"))
     with open(exp, "wb") as f:
         f.write(text.upper().encode("utf-8"))
+    return pay, exp
+
+
+def make_binary_corpus(period_bytes=1 << 20):
+    """Write data/binary_payload.bin (random bytes, as a network tester pipes from
+    /dev/urandom) and data/binary_expect.bin = its uppercase under the UTF-8 rules:
+    invalid bytes pass through, ASCII letters and any valid multi-byte character
+    are uppercased.  The period ends in an ASCII byte, so repeating it changes
+    nothing at the seams."""
+    d = os.path.join(HERE, "data")
+    pay, exp = (
+        os.path.join(d, "binary_payload.bin"),
+        os.path.join(d, "binary_expect.bin"),
+    )
+    if os.path.exists(pay) and os.path.exists(exp):
+        return pay, exp
+    os.makedirs(d, exist_ok=True)
+    rng = random.Random(4321)
+    data = bytes(rng.getrandbits(8) for _ in range(period_bytes - 1)) + b"\n"
+    with open(pay, "wb") as f:
+        f.write(data)
+    with open(exp, "wb") as f:
+        f.write(
+            data.decode("utf-8", "surrogateescape")
+            .upper()
+            .encode("utf-8", "surrogateescape")
+        )
     return pay, exp
 
 
@@ -321,12 +349,13 @@ def points(args):
                     args.stream_max_time + 20,
                 )
             )
-        elif wl == "tcp-stream-utf8":
-            pay, exp = make_corpus()
+        elif wl in ("tcp-stream-utf8", "tcp-stream-binary"):
+            binary = wl == "tcp-stream-binary"
+            pay, exp = make_binary_corpus() if binary else make_corpus()
             pts.append(
                 (
                     wl,
-                    "tcp-stream utf8",
+                    "tcp-stream binary" if binary else "tcp-stream utf8",
                     [
                         "tcp-stream",
                         "--bytes",
@@ -416,6 +445,7 @@ def headline(wl, r):
         "tcp-pingpong": (r.get("rps"), "req/s", True),
         "tcp-stream": (r.get("mbps_out"), "MB/s", True),
         "tcp-stream-utf8": (r.get("mbps_out"), "MB/s", True),
+        "tcp-stream-binary": (r.get("mbps_out"), "MB/s", True),
         "tcp-oneshot": (r.get("cps"), "conn/s", True),
         "tcp-oneshot-rst": (r.get("cps"), "conn/s", True),
         "udp-pingpong": (r.get("dps"), "dgram/s", True),
@@ -449,7 +479,11 @@ def server_cost(wl, r):
 def problems(wl, r, n_conns=None):
     """Human-readable list of what went wrong in one result (empty when clean)."""
     p = []
-    if "error" in r and r["error"] and wl not in ("tcp-stream", "tcp-stream-utf8"):
+    if (
+        "error" in r
+        and r["error"]
+        and wl not in ("tcp-stream", "tcp-stream-utf8", "tcp-stream-binary")
+    ):
         p.append(str(r["error"]))
     if r.get("mismatches"):
         p.append(f"WRONG: {r['mismatches']} mismatched replies")
@@ -466,7 +500,7 @@ def problems(wl, r, n_conns=None):
             )
         if r.get("conn_errors"):
             p.append(f"{r['conn_errors']} conn errors")
-    elif wl in ("tcp-stream", "tcp-stream-utf8"):
+    elif wl in ("tcp-stream", "tcp-stream-utf8", "tcp-stream-binary"):
         if not r.get("completed"):
             p.append(
                 f"incomplete: {r.get('bytes_received', 0)}/{r.get('bytes_out_expected', 0)} bytes"
@@ -628,7 +662,7 @@ def measure(name, template, opts, args):
     quietest attempt is kept."""
     results = {}
     for wl, key, lg, budget in points(args):
-        if wl == "tcp-stream-utf8" and opts.get("ascii_only"):
+        if wl in ("tcp-stream-utf8", "tcp-stream-binary") and opts.get("ascii_only"):
             results[key] = {"workload": wl, "na": True, "note": "ASCII-only server"}
             log(f"  {name:24s} {key:28s} n/a (ASCII-only server)")
             continue
@@ -992,6 +1026,7 @@ def main():
         )
         build()
         make_corpus()
+        make_binary_corpus()
         log("setup done: " + json.dumps(environment()))
         return
     if not (args.server or args.peers):

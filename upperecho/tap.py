@@ -21,7 +21,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger
 from twisted.python import usage
 
-from upperecho import identity, options
+from upperecho import identity, options, transform
 from upperecho._globalreactor import reactorOr
 from upperecho._version import __version__
 from upperecho.allocator import tuneAllocator
@@ -397,9 +397,10 @@ class UpperEchoService(MultiService):
             tuneAllocator()
         kind = type(self.reactor)
         self._log.info(
-            "upperecho {version}: reactor {reactor}",
+            "upperecho {version}: reactor {reactor}, transform {transform}",
             version=__version__,
             reactor=f"{kind.__module__}.{kind.__qualname__}",
+            transform=transform.IMPLEMENTATION,
         )
         Service.startService(self)
         for child in self:

@@ -37,6 +37,7 @@ from upperecho.transform import (
     Uppercaser,
     checkEncoding,
     isAsciiCompatible,
+    upperAscii,
 )
 
 __all__ = ["UpperEchoFactory", "UpperEchoProtocol", "eagerSocket"]
@@ -121,9 +122,8 @@ class UpperEchoProtocol(Protocol):
         self.bytesIn += len(data)
         upper = self._upper
         if upper is None:
-            if data.isascii():
-                out = data.upper()
-            else:
+            out = upperAscii(data)
+            if out is None:
                 upper = self._upper = Uppercaser(self.factory.encoding)
                 out = upper.feed(data)
         else:

@@ -13,19 +13,34 @@ The rules (docs/contract.rst, The transform):
   - a stream may be cut anywhere: L{Uppercaser} holds an incomplete multi-byte
     character (a few bytes at most) until the rest of it arrives, so the
     output never depends on how the input was split.
+
+The UTF-8 and ASCII paths have a compiled twin, C{upperecho._accel}, built
+from upperecho/_accel.c where a C compiler is present: Python's codecs cost
+about 26 ns per byte of random input, the C loop about one.  The code here
+stays the definition and the fallback; tests/unit/test_accel.py proves the
+two give the same bytes for every input, and L{ACCELERATED} says which one
+this process uses (docs/contract.rst, The transform).
 """
 
 from __future__ import annotations
 
 import codecs
 import functools
+import importlib
+import os
+import unicodedata
+from collections.abc import Callable
+from types import ModuleType
 
 __all__ = [
+    "ACCELERATED",
+    "IMPLEMENTATION",
     "Uppercaser",
     "checkEncoding",
     "codecErrors",
     "isAsciiCompatible",
     "upper",
+    "upperAscii",
 ]
 
 _PASSTHROUGH = "upperecho-passthrough"
@@ -57,6 +72,69 @@ _ASCII_BYTES = bytes(range(128))
 
 
 _utf8Decode = codecs.utf_8_decode
+
+
+def _pureUtf8(data: bytes, final: bool) -> tuple[bytes, int]:
+    """
+    The UTF-8 transform by its definition: uppercase C{data}, and say how
+    many of its bytes that covers.
+
+    C{utf_8_decode(data, errors, final)} is what the incremental decoder runs
+    underneath: unless C{final}, it stops before an incomplete last character
+    and says where, so the caller can hold that tail without the decoder's
+    and the encoder's Python-level wrappers on every read.  Encoding cannot
+    fail: the uppercase of text decoded from UTF-8 is valid text plus the
+    escaped invalid bytes, which go back as they were.
+    """
+    if data.isascii():
+        return data.upper(), len(data)
+    text, used = _utf8Decode(data, "surrogateescape", final)
+    return text.upper().encode("utf-8", "surrogateescape"), used
+
+
+def _pureAscii(data: bytes) -> bytes | None:
+    """
+    C{data.upper()} if C{data} is all ASCII, else C{None}.
+    """
+    return data.upper() if data.isascii() else None
+
+
+def _loadAccelerator() -> tuple[ModuleType | None, str]:
+    """
+    The compiled transform if it may be used, and one line saying which
+    transform this process runs and why.
+
+    Its case table was generated from the C{str.upper()} of the interpreter
+    that built it; a different Unicode version here would make it disagree
+    with the definition, so then the pure-Python code runs instead.
+    """
+    if os.environ.get("UPPERECHO_PURE_PYTHON", "") not in ("", "0"):
+        return None, "pure Python (UPPERECHO_PURE_PYTHON is set)"
+    try:
+        _accel = importlib.import_module("upperecho._accel")
+    except ImportError:
+        return None, "pure Python (the C accelerator is not built)"
+    if unicodedata.unidata_version != _accel.UNIDATA_VERSION:
+        return None, (
+            f"pure Python (the C accelerator was built for Unicode "
+            f"{_accel.UNIDATA_VERSION}, this Python has "
+            f"{unicodedata.unidata_version})"
+        )
+    return _accel, f"C accelerator (Unicode {_accel.UNIDATA_VERSION})"
+
+
+_accelerator, IMPLEMENTATION = _loadAccelerator()
+#: whether the UTF-8 and ASCII paths run the C accelerator
+ACCELERATED = _accelerator is not None
+
+#: the UTF-8 transform of a piece of a stream: (output, bytes covered)
+_upperUtf8: Callable[[bytes, bool], tuple[bytes, int]] = (
+    _pureUtf8 if _accelerator is None else _accelerator.upper_utf8
+)
+#: C{data.upper()} for all-ASCII C{data}, else C{None}
+upperAscii: Callable[[bytes], bytes | None] = (
+    _pureAscii if _accelerator is None else _accelerator.upper_ascii
+)
 
 
 @functools.cache
@@ -194,33 +272,23 @@ class Uppercaser:
             C{data} (plus any held from before); an incomplete trailing
             character is held back.
         """
-        if self._ascii and not self._pending and data.isascii():
-            return data.upper()
         if self._utf8:
-            return self._feedUtf8(data)
+            # UTF-8, the default, without codec objects (see _pureUtf8)
+            if self._pending:
+                data = self._tail + data
+            out, used = _upperUtf8(data, False)
+            if used < len(data):
+                self._tail = data[used:]
+                self._pending = True
+            elif self._pending:
+                self._tail = b""
+                self._pending = False
+            return out
+        if self._ascii and not self._pending:
+            ascii = upperAscii(data)
+            if ascii is not None:
+                return ascii
         return self._slow(data, False)
-
-    def _feedUtf8(self, data: bytes) -> bytes:
-        """
-        L{feed} for UTF-8, the default, without codec objects.
-
-        C{utf_8_decode(data, errors, False)} is what the incremental decoder
-        runs underneath: it stops before an incomplete last character and
-        says where, so holding that tail here gives the same result without
-        the decoder's and the encoder's Python-level wrappers on every read.
-        Encoding cannot fail: the uppercase of text decoded from UTF-8 is
-        valid text plus the escaped invalid bytes, which go back as they were.
-        """
-        if self._pending:
-            data = self._tail + data
-        text, used = _utf8Decode(data, "surrogateescape", False)
-        if used < len(data):
-            self._tail = data[used:]
-            self._pending = True
-        else:
-            self._tail = b""
-            self._pending = False
-        return text.upper().encode("utf-8", "surrogateescape")
 
     def flush(self) -> bytes:
         """
@@ -281,14 +349,12 @@ def upper(data: bytes, encoding: str = "utf-8") -> bytes:
 
     Equal to feeding C{data} to a fresh L{Uppercaser} and flushing it.
     """
-    if data.isascii() and isAsciiCompatible(encoding):
-        return data.upper()
     if _isUtf8(encoding):
         # a whole message: nothing to hold back, so no Uppercaser either
-        return (
-            data.decode("utf-8", "surrogateescape")
-            .upper()
-            .encode("utf-8", "surrogateescape")
-        )
+        return _upperUtf8(data, True)[0]
+    if isAsciiCompatible(encoding):
+        out = upperAscii(data)
+        if out is not None:
+            return out
     u = Uppercaser(encoding)
     return u.feed(data) + u.flush()

@@ -39,6 +39,7 @@ from upperecho.transform import (
     checkEncoding,
     isAsciiCompatible,
     upper,
+    upperAscii,
 )
 
 __all__ = [
@@ -245,11 +246,9 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
             self._refuse("rate-limit", host, "over --udp-rate")
             return
         # the fast path of transform.upper, inlined: this is the hot loop
-        reply = (
-            data.upper()
-            if self._ascii and data.isascii()
-            else upper(data, self.encoding)
-        )
+        reply = upperAscii(data) if self._ascii else None
+        if reply is None:
+            reply = upper(data, self.encoding)
         if len(reply) > MAX_PAYLOAD_IPV4:
             limit = (
                 MAX_PAYLOAD_IPV6

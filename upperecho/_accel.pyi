@@ -1,0 +1,12 @@
+"""
+The types of upperecho/_accel.c, the compiled UTF-8 and ASCII paths of
+L{upperecho.transform}.
+"""
+
+#: unicodedata.unidata_version of the interpreter whose str.upper() built the table
+UNIDATA_VERSION: str
+#: how many code points the table maps to another uppercase
+MAPPED: int
+
+def upper_utf8(data: bytes, final: bool, /) -> tuple[bytes, int]: ...
+def upper_ascii(data: bytes, /) -> bytes | None: ...
