@@ -11,10 +11,11 @@ operation read from /proc/PID/stat, which does not depend on how fast the
 load generator is; every reply byte is verified and a wrong server scores
 nothing.
 
-upperecho's UDP rate limit stays on, but at --udp-rate 10000000: the load
-generator sends every flow from 127.0.0.1, so the default of 1000 replies per
-second per source IP would bind and the benchmark would measure the limiter
-dropping datagrams, not the service answering them.
+upperecho's UDP rate limits stay on, but at --udp-rate 10000000 and
+--udp-byte-rate 10000000000: the load generator sends every flow from
+127.0.0.1, so the defaults (1000 replies and 1 MiB per second per source IP)
+would bind and the benchmark would measure the limiters dropping datagrams,
+not the service answering them.
 
 Starts a server from a command template ({tcp} and {udp} are replaced by free
 ports, {host} by --host, {py} by the bench venv's python, {twpy} by the
@@ -71,7 +72,7 @@ PEERS = [
     (
         "upperecho",
         "{twistd} -n --pidfile= upperecho --tcp {tcp} --udp {udp} --interface {host}"
-        " --udp-rate 10000000",
+        " --udp-rate 10000000 --udp-byte-rate 10000000000",
         {},
     ),
 ]

@@ -91,6 +91,19 @@ def freePorts() -> tuple[int, int]:
             return tcp, udp
 
 
+def ipv6Loopback() -> bool:
+    """
+    Whether this machine can bind IPv6 loopback (C{::1}); tests of IPv6 and
+    dual-stack skip without it.
+    """
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 def waitForTCP(port: int, host: str = "127.0.0.1", timeout: float = 20.0) -> None:
     """
     Wait until something accepts TCP connections on C{(host, port)}.

@@ -41,6 +41,7 @@ from upperecho._compat import (
     sslEndpointParts,
     tlsTransportUsable,
 )
+from upperecho.source import TrustedProxies
 
 __all__ = [
     "ProxyEndpoint",
@@ -61,13 +62,14 @@ class ProxyEndpoint:
     @ivar wrapped: the endpoint that really listens.
     """
 
-    def __init__(self, wrapped: IStreamServerEndpoint) -> None:
+    def __init__(
+        self, wrapped: IStreamServerEndpoint, trusted: TrustedProxies | None = None
+    ) -> None:
         self.wrapped = wrapped
+        self.trusted = trusted
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
-        from upperecho.proxyprotocol import HalfCloseableHAProxyFactory
-
-        return self.wrapped.listen(HalfCloseableHAProxyFactory(factory))
+        return self.wrapped.listen(_proxyFactory(factory, self.trusted))
 
 
 @implementer(IStreamServerEndpoint)
@@ -82,6 +84,8 @@ class TLSServerEndpoint:
     @ivar proxyHeader: read a PROXY header I{before} the TLS handshake, in
         clear, as HAProxy sends it with C{send-proxy-v2} both when it passes
         TLS through and when it re-encrypts (C{haproxy:ssl:...}).
+    @ivar trusted: with C{proxyHeader}, the peers that may send one
+        (C{--proxy-from}); C{None}: any peer.
     """
 
     def __init__(
@@ -90,11 +94,13 @@ class TLSServerEndpoint:
         endpoint: IStreamServerEndpoint,
         creator: Any,
         proxyHeader: bool = False,
+        trusted: TrustedProxies | None = None,
     ) -> None:
         self._reactor = reactor
         self.endpoint = endpoint
         self.creator = creator
         self.proxyHeader = proxyHeader
+        self.trusted = trusted
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         from upperecho.tls import HalfCloseableTLSFactory
@@ -103,10 +109,26 @@ class TLSServerEndpoint:
             self.creator, False, factory, clock=self._reactor
         )
         if self.proxyHeader:
-            from upperecho.proxyprotocol import HalfCloseableHAProxyFactory
-
-            outer = HalfCloseableHAProxyFactory(outer)
+            untrusted = getattr(factory, "untrustedProxy", None)
+            outer = _proxyFactory(outer, self.trusted, untrusted)
         return self.endpoint.listen(outer)
+
+
+def _proxyFactory(
+    factory: IProtocolFactory,
+    trusted: TrustedProxies | None,
+    untrusted: Any = None,
+) -> IProtocolFactory:
+    """
+    The PROXY-protocol factory around C{factory}, reading headers only from
+    C{trusted} peers; C{untrusted} (by default C{factory.untrustedProxy},
+    if it has one) counts and logs the others.
+    """
+    from upperecho.proxyprotocol import HalfCloseableHAProxyFactory
+
+    if untrusted is None:
+        untrusted = getattr(factory, "untrustedProxy", None)
+    return HalfCloseableHAProxyFactory(factory, trusted, untrusted)
 
 
 def _asHalfCloseableTLS(
@@ -150,7 +172,9 @@ def _proxyProtocolAvailable() -> bool:
     return True
 
 
-def serverEndpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
+def serverEndpoint(
+    reactor: Any, description: str, trusted: TrustedProxies | None = None
+) -> IStreamServerEndpoint:
     """
     Parse C{description} as L{serverFromString} does, with the C{haproxy:}
     and C{ssl:} wrappers replaced by ones that pass half-close on.
@@ -165,6 +189,8 @@ def serverEndpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
 
     @param reactor: the reactor to listen with.
     @param description: a Twisted server endpoint string.
+    @param trusted: the peers a C{haproxy:} endpoint accepts a PROXY header
+        from (C{--proxy-from}); C{None}: any peer.
     @raise ValueError: for a malformed description, as L{serverFromString}.
     """
     if description.startswith(HAPROXY_PREFIX):
@@ -182,21 +208,26 @@ def serverEndpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
             # Twisted's haproxy:ssl: expects the header inside the TLS
             # session, which no proxy sends: read it in clear, before TLS.
             return TLSServerEndpoint(
-                reactor, inner.endpoint, inner.creator, proxyHeader=True
+                reactor, inner.endpoint, inner.creator, True, trusted
             )
-        return ProxyEndpoint(inner)
+        return ProxyEndpoint(inner, trusted)
     endpoint: IStreamServerEndpoint = serverFromString(reactor, description)
     return _asHalfCloseableTLS(reactor, endpoint) or endpoint
 
 
 def endpointService(
-    description: str, factory: IProtocolFactory, reactor: Any
+    description: str,
+    factory: IProtocolFactory,
+    reactor: Any,
+    trusted: TrustedProxies | None = None,
 ) -> StreamServerEndpointService:
     """
     A service listening on C{description} (see L{serverEndpoint}), which
     raises a failure to listen from C{privilegedStartService}, as
     L{twisted.application.strports.service} does.
     """
-    svc = StreamServerEndpointService(serverEndpoint(reactor, description), factory)
+    svc = StreamServerEndpointService(
+        serverEndpoint(reactor, description, trusted), factory
+    )
     raiseListenErrors(svc)
     return svc

@@ -7,7 +7,8 @@ C{UPPERECHO_UDP_RATE}, and so on (L{variableName}).
 The command line wins: a variable is used only when its option is not on
 the command line.  A flag (C{--identify}) is set by C{1}, C{true} or C{yes}
 and left off by C{0}, C{false}, C{no} or an empty value; C{UPPERECHO_LISTEN}
-holds one or more endpoints separated by spaces.  The values are then
+holds one or more endpoints separated by spaces, C{UPPERECHO_PROXY_FROM} one
+or more networks.  The values are then
 checked exactly as the same options typed on the command line.
 """
 
@@ -24,6 +25,8 @@ _TRUE = ("1", "true", "yes")
 _FALSE = ("0", "false", "no", "")
 #: options that are not settings of the server
 _SKIPPED = ("help", "version")
+#: options given several times: their variable holds values separated by spaces
+_REPEATABLE = ("listen", "proxy-from")
 
 
 def variableName(option: str) -> str:
@@ -64,8 +67,8 @@ def environmentArguments(
                 )
             if word in _TRUE:
                 added.append(f"--{option}")
-        elif option == "listen":
-            added.extend(f"--listen={each}" for each in value.split())
+        elif option in _REPEATABLE:
+            added.extend(f"--{option}={each}" for each in value.split())
         else:
             added.append(f"--{option}={value}")
     return added

@@ -69,9 +69,12 @@ class UpperEchoCollector(Collector):
     The upperecho counters, as Prometheus metrics, read when scraped.
 
     Every metric has a C{service} label (C{tcp} or C{udp}); drops also have
-    a C{reason}: C{max-connections} and C{idle-timeout} for TCP, and the
-    datagram protocol's own reasons (C{loop-guard}, C{rate-limit},
-    C{oversize}, C{send-error} ...) for UDP.
+    a C{reason}: C{max-connections}, C{per-source} (refused by
+    C{--max-connections-per-source}), C{evicted} (closed to make room for a
+    smaller source), C{untrusted-proxy} (not in C{--proxy-from}) and
+    C{idle-timeout} for TCP, and the datagram protocol's own reasons
+    (C{loop-guard}, C{rate-limit}, C{oversize}, C{byte-rate},
+    C{send-error} ...) for UDP.
 
     @ivar factory: the TCP factory, or C{None} without a TCP service.
     @ivar datagram: the UDP protocol, or C{None} without a UDP service.
@@ -109,6 +112,9 @@ class UpperEchoCollector(Collector):
                 ["tcp"], factory.bytesOutClosed + sum(p.bytesOut for p in conns)
             )
             drops.add_metric(["tcp", "max-connections"], factory.refused)
+            drops.add_metric(["tcp", "per-source"], factory.refusedPerSource)
+            drops.add_metric(["tcp", "evicted"], factory.evicted)
+            drops.add_metric(["tcp", "untrusted-proxy"], factory.refusedProxy)
             drops.add_metric(["tcp", "idle-timeout"], factory.idleClosed)
         datagram = self.datagram
         if datagram is not None:

@@ -15,6 +15,7 @@ release moves them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
@@ -30,8 +31,27 @@ from upperecho._compat import (
 )
 from upperecho.address import addressText
 from upperecho.halfclose import passReadConnectionLost, passWriteConnectionLost
+from upperecho.source import TrustedProxies
 
 __all__ = ["HalfCloseableHAProxyFactory", "HalfCloseableHAProxyWrapper"]
+
+
+def _admitClient(proto: object, client: IAddress) -> bool:
+    """
+    Tell the upperecho protocol under C{proto} (directly, or under a TLS
+    layer) that its real client is C{client}, so the per-source limits
+    count it there (L{UpperEchoFactory.proxied
+    <upperecho.tcp.UpperEchoFactory.proxied>}).
+
+    @return: C{False} if that client's source may not hold another
+        connection.
+    """
+    while proto is not None:
+        proxied = getattr(getattr(proto, "factory", None), "proxied", None)
+        if callable(proxied):
+            return bool(proxied(proto, client))
+        proto = getattr(proto, "wrappedProtocol", None)
+    return True
 
 
 def _couldBeShortHeader(data: bytes) -> bool:
@@ -87,6 +107,14 @@ class HalfCloseableHAProxyWrapper(HAProxyProtocolWrapper):
         except InvalidProxyHeader:
             self.loseConnection()
             return
+        info = self._proxyInfo
+        if (
+            info is not None
+            and info.source is not None
+            and not _admitClient(self.wrappedProtocol, info.source)
+        ):
+            self.loseConnection()
+            return
         if remaining:
             self._firstData(remaining)
 
@@ -125,11 +153,31 @@ class HalfCloseableHAProxyFactory(HAProxyWrappingFactory):
     Builds L{HalfCloseableHAProxyWrapper}s, and refuses a connection when the
     wrapped factory does (Twisted's L{WrappingFactory} would wrap the
     C{None} and fail with a traceback).
+
+    @ivar trusted: the peers that may send a PROXY header (C{--proxy-from});
+        any other is closed at once, before its header is read.  C{None}:
+        every peer may (Twisted's behaviour).
+    @ivar untrusted: called with the address of each peer refused so, to
+        count and log it.
     """
 
     protocol = HalfCloseableHAProxyWrapper  # type: ignore[assignment]
 
+    def __init__(
+        self,
+        wrappedFactory: Any,
+        trusted: TrustedProxies | None = None,
+        untrusted: Callable[[IAddress | None], object] | None = None,
+    ) -> None:
+        super().__init__(wrappedFactory)
+        self.trusted = trusted
+        self.untrusted = untrusted
+
     def buildProtocol(self, addr: IAddress | None) -> Any:
+        if self.trusted is not None and addr not in self.trusted:
+            if self.untrusted is not None:
+                self.untrusted(addr)
+            return None
         wrapped = self.wrappedFactory.buildProtocol(addr)
         if wrapped is None:
             return None

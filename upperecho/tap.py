@@ -25,14 +25,16 @@ from upperecho import identity, options, transform
 from upperecho._globalreactor import reactorOr
 from upperecho._version import __version__
 from upperecho.allocator import tuneAllocator
-from upperecho.endpoints import endpointService
+from upperecho.endpoints import HAPROXY_PREFIX, endpointService
 from upperecho.environment import environmentArguments
 from upperecho.health import Readiness
 from upperecho.impair import Impairment
 from upperecho.logs import HangupService
 from upperecho.optional import missingMetrics, missingTLS, usesTLS
+from upperecho.source import TrustedProxies, network
 from upperecho.tcp import UpperEchoFactory
 from upperecho.udp import (
+    BYTE_RATE,
     MAX_DATAGRAM,
     ReplyWriter,
     UpperEchoDatagramProtocol,
@@ -53,6 +55,8 @@ DEFAULT_PORT = 12000
 #: clients wait a whole SYN retransmission (1 s); the kernel caps this at
 #: net.core.somaxconn.  (--listen endpoints take backlog=N themselves.)
 LISTEN_BACKLOG = 1024
+
+_log = Logger()
 
 
 def _number(option: str, value: str, kind: Callable[[str], float] = float) -> float:
@@ -156,6 +160,13 @@ class Options(usage.Options):
             "Concurrent TCP connections; more are closed at once.",
         ],
         [
+            "max-connections-per-source",
+            None,
+            "0",
+            "Concurrent TCP connections from one source (an IPv4 address, an "
+            "IPv6 /64, a PROXY header's client); 0 = no cap but a fair share.",
+        ],
+        [
             "idle-timeout",
             None,
             "300",
@@ -166,6 +177,13 @@ class Options(usage.Options):
             None,
             "1000",
             "UDP replies per second to one source IP (burst of as many); "
+            "0 = unlimited.",
+        ],
+        [
+            "udp-byte-rate",
+            None,
+            str(BYTE_RATE),
+            "UDP reply bytes per second to one source IP (burst of as many); "
             "0 = unlimited.",
         ],
         [
@@ -244,6 +262,19 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["proxy-from"] = []
+
+    def opt_proxy_from(self, value: str) -> None:
+        """
+        Accept haproxy: connections (and their PROXY header) only from this
+        address or network, e.g. 10.0.0.0/8 (repeatable) [default: any peer].
+        """
+        try:
+            self["proxy-from"].append(network(value))
+        except ValueError:
+            raise usage.UsageError(
+                f"--proxy-from {value}: not an IPv4 or IPv6 address or network"
+            ) from None
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
@@ -285,8 +316,14 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--max-connections {self['max-connections']}: must be at least 1"
             )
+        self["max-connections-per-source"] = int(
+            _number(
+                "max-connections-per-source", self["max-connections-per-source"], int
+            )
+        )
         self["idle-timeout"] = _number("idle-timeout", self["idle-timeout"])
         self["udp-rate"] = _number("udp-rate", self["udp-rate"])
+        self["udp-byte-rate"] = _number("udp-byte-rate", self["udp-byte-rate"])
         for name in ("udp-loss", "udp-duplicate"):
             self[name] = _percent(name, self[name])
         for name in ("udp-delay", "udp-jitter"):
@@ -299,6 +336,13 @@ class Options(usage.Options):
                     raise usage.UsageError(
                         f"--{name} impairs UDP replies, but no --udp service is served"
                     )
+        if self["proxy-from"] and not any(
+            d.startswith(HAPROXY_PREFIX) for d in self["listen"]
+        ):
+            raise usage.UsageError(
+                "--proxy-from names trusted proxies, but no --listen haproxy:... "
+                "endpoint is served"
+            )
         if self["metrics"] is not None:
             _checkMetrics(self["metrics"])
         if self["health"] is not None:
@@ -471,6 +515,7 @@ def makeService(
             maxConnections=config["max-connections"],
             idleTimeout=config["idle-timeout"],
             clock=reactor,
+            maxPerSource=config.get("max-connections-per-source", 0),
         )
         if name is not None:
             factory.greeting = identity.greeting(name)
@@ -484,9 +529,18 @@ def makeService(
         )
         tcp.setName(f"--tcp {config['tcp']}")
         tcp.setServiceParent(top)
+    proxyFrom = config.get("proxy-from") or []
+    trusted = TrustedProxies(proxyFrom) if proxyFrom else None
     for i, description in enumerate(listens):
         assert factory is not None
-        svc = endpointService(description, factory, reactor)
+        if description.startswith(HAPROXY_PREFIX) and trusted is None:
+            _log.warn(
+                "--listen {description}: any peer may send a PROXY header and "
+                "claim any client address; give --proxy-from NET to accept "
+                "headers only from your proxies",
+                description=description,
+            )
+        svc = endpointService(description, factory, reactor, trusted)
         svc.setName(f"--listen {description}" + (f" (#{i + 1})" if i else ""))
         svc.setServiceParent(top)
     if config.get("udp") is not None:
@@ -511,6 +565,7 @@ def makeService(
         proto = UpperEchoDatagramProtocol(
             encoding=config["encoding"],
             rate=config["udp-rate"],
+            byteRate=config.get("udp-byte-rate", BYTE_RATE),
             ownPorts=[config["udp"]] if config["udp"] else [],
             clock=reactor,
             impairment=writer,

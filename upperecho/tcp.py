@@ -10,6 +10,7 @@ megabytes are served alike.
 
 from __future__ import annotations
 
+import math
 import socket
 from typing import Any
 from typing import Protocol as Protocol_
@@ -29,6 +30,8 @@ from zope.interface import implementer
 from upperecho._compat import eagerSocket
 from upperecho._globalreactor import reactorOr
 from upperecho.address import addressText
+from upperecho.fairshare import MAX_CONNECTIONS, FairShare
+from upperecho.source import sourceOf
 from upperecho.throttle import LogThrottle
 from upperecho.transform import (
     Uppercaser,
@@ -95,6 +98,8 @@ class UpperEchoProtocol(Protocol):
     #: bytes received and sent on this connection (read by upperecho.metrics)
     bytesIn = 0
     bytesOut = 0
+    #: who holds this connection, for the per-source limits (upperecho.source)
+    source: str = ""
 
     def connectionMade(self) -> None:
         if not isAsciiCompatible(self.factory.encoding):
@@ -273,18 +278,29 @@ class UpperEchoProtocol(Protocol):
         self.factory.connectionClosed(self)
 
 
+def _readSinceSweep(proto: UpperEchoProtocol) -> bool:
+    return proto._active
+
+
 class UpperEchoFactory(Factory):
     """
     Builds one L{UpperEchoProtocol} per connection and holds what they share:
     the settings, the set of open connections and the counters.
 
     @ivar encoding: the text encoding used to uppercase.
-    @ivar maxConnections: connections beyond this many are closed at once.
+    @ivar maxConnections: connections beyond this many are shared fairly
+        between sources (L{upperecho.fairshare}).
+    @ivar fairShare: who holds the connection slots.
     @ivar idleTimeout: seconds of silence before a connection is closed;
         C{0} disables the timeout.
     @ivar connections: the open connections.
     @ivar connectionsTotal: connections accepted since start.
     @ivar refused: connections refused because of C{maxConnections}.
+    @ivar refusedPerSource: connections refused because their source held
+        C{--max-connections-per-source} already.
+    @ivar evicted: connections closed to make room for a smaller source.
+    @ivar refusedProxy: C{haproxy:} connections refused because the peer is
+        not a trusted proxy (C{--proxy-from}).
     @ivar idleClosed: connections closed by the idle timeout.
     @ivar bytesInClosed: bytes received on connections now closed.
     @ivar bytesOutClosed: bytes sent on connections now closed.
@@ -302,6 +318,7 @@ class UpperEchoFactory(Factory):
         maxConnections: int = 10000,
         idleTimeout: float = 300.0,
         clock: IReactorTime | None = None,
+        maxPerSource: int = 0,
     ) -> None:
         checkEncoding(encoding)
         clock = reactorOr(clock)
@@ -310,7 +327,13 @@ class UpperEchoFactory(Factory):
         self.idleTimeout = float(idleTimeout)
         self.connections: set[UpperEchoProtocol] = set()
         self.connectionsTotal = 0
+        self.fairShare: FairShare[UpperEchoProtocol] = FairShare(
+            maxConnections, maxPerSource, _readSinceSweep
+        )
         self.refused = 0
+        self.refusedPerSource = 0
+        self.evicted = 0
+        self.refusedProxy = 0
         self.idleClosed = 0
         self.bytesInClosed = 0
         self.bytesOutClosed = 0
@@ -328,22 +351,92 @@ class UpperEchoFactory(Factory):
         most 5 s, so a connection is closed between C{idleTimeout} and
         C{idleTimeout} plus this much after its last byte.
         """
+        if self.idleTimeout <= 0:
+            # no timeout: the sweep only tells the fair share who is active
+            return 5.0
         return max(0.05, min(self.idleTimeout / 10, 5.0))
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
-        if len(self.connections) >= self.maxConnections:
-            self.refused += 1
-            peer = addressText(addr)
-            if self._logThrottle.ready(
-                ("max-connections", getattr(addr, "host", peer))
-            ):
-                self._log.warn(
-                    "refused connection from {peer}: --max-connections {limit} reached",
-                    peer=peer,
-                    limit=self.maxConnections,
-                )
+        source = sourceOf(addr)
+        refusal, victim = self.fairShare.admit(source)
+        if refusal is not None:
+            self.refuse(refusal, addr)
             return None
-        return super().buildProtocol(addr)  # type: ignore[return-value]
+        if victim is not None:
+            self._evict(victim, addr)
+        proto: UpperEchoProtocol = super().buildProtocol(addr)  # type: ignore[assignment]
+        proto.source = source
+        self.fairShare.add(proto, source)
+        return proto
+
+    def refuse(self, reason: str, addr: IAddress | None) -> None:
+        """
+        Count and log (throttled) a connection refused for C{reason}
+        (L{upperecho.fairshare.MAX_CONNECTIONS} or C{PER_SOURCE}).
+        """
+        if reason == MAX_CONNECTIONS:
+            self.refused += 1
+            option, limit = "--max-connections", self.maxConnections
+        else:
+            self.refusedPerSource += 1
+            option, limit = "--max-connections-per-source", self.fairShare.perSource
+        if self._logThrottle.ready((reason, sourceOf(addr))):
+            self._log.warn(
+                "refused connection from {peer}: {option} {limit} reached",
+                peer=addressText(addr),
+                option=option,
+                limit=limit,
+            )
+
+    def untrustedProxy(self, addr: IAddress | None) -> None:
+        """
+        Count and log (throttled) a C{haproxy:} connection closed because
+        its peer is not a trusted proxy (C{--proxy-from}).
+        """
+        self.refusedProxy += 1
+        if self._logThrottle.ready(("untrusted-proxy", sourceOf(addr))):
+            self._log.warn(
+                "refused connection from {peer}: not a trusted proxy "
+                "(--proxy-from), so it may not send a PROXY header",
+                peer=addressText(addr),
+            )
+
+    def proxied(self, proto: UpperEchoProtocol, client: IAddress) -> bool:
+        """
+        A PROXY header named C{proto}'s real client: count the connection
+        against that client's source from now on.
+
+        @return: C{False} if that source already holds
+            C{--max-connections-per-source} (counted and logged; the caller
+            closes the connection).
+        """
+        source = sourceOf(client)
+        proto.source = source
+        refusal = self.fairShare.move(proto, source)
+        if refusal is None:
+            return True
+        self.refuse(refusal, client)
+        return False
+
+    def _evict(self, victim: UpperEchoProtocol, addr: IAddress | None) -> None:
+        """
+        Close C{victim}, the longest-silent connection of the largest
+        holder, to make room for a connection from C{addr}: at once, with
+        nothing more sent.
+        """
+        self.evicted += 1
+        if self._logThrottle.ready(("evicted", victim.source)):
+            self._log.info(
+                "closed {peer} (silent longest of {source}, which holds the "
+                "most connections) to make room for {new}: --max-connections "
+                "{limit} reached",
+                peer=addressText(victim.transport.getPeer()),
+                source=victim.source,
+                new=addressText(addr),
+                limit=self.maxConnections,
+            )
+        victim._unregister()
+        victim.transport.abortConnection()
 
     def connectionOpened(self, proto: UpperEchoProtocol) -> None:
         """
@@ -351,7 +444,7 @@ class UpperEchoFactory(Factory):
         """
         self.connections.add(proto)
         self.connectionsTotal += 1
-        if self.idleTimeout > 0 and self._sweepCall is None:
+        if self._sweepCall is None:
             self._sweepCall = self._clock.callLater(self.sweepInterval, self._sweep)
 
     def connectionClosed(self, proto: UpperEchoProtocol) -> None:
@@ -359,6 +452,7 @@ class UpperEchoFactory(Factory):
         Called by a protocol when its connection is gone.
         """
         self.connections.discard(proto)
+        self.fairShare.remove(proto)
         self.bytesInClosed += proto.bytesIn
         self.bytesOutClosed += proto.bytesOut
         # The sweep timer is left to run out: it does not schedule itself
@@ -372,11 +466,18 @@ class UpperEchoFactory(Factory):
 
         One timer for the whole factory instead of one reset per read: a read
         costs only setting a flag, and an idle connection holds no timer.
+        The same look tells the fair share which connections read since the
+        last one (L{FairShare.seen}), so it needs nothing per read either;
+        without a timeout the sweep runs for that alone.
         """
         self._sweepCall = None
         now = self._clock.seconds()
+        timeout = self.idleTimeout if self.idleTimeout > 0 else math.inf
+        seen = self.fairShare.seen
         for proto in list(self.connections):
-            if proto.sweepIdle(now, self.idleTimeout):
+            if proto._active:
+                seen(proto)
+            if proto.sweepIdle(now, timeout):
                 self.idleClosed += 1
                 peer = proto.transport.getPeer()
                 key = ("idle-timeout", getattr(peer, "host", None))

@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.unit.test_throttle -*-
 """
-Bounded per-source bookkeeping: the UDP rate limit and log-line throttling.
+Bounded per-source bookkeeping: the UDP rate and byte limits and log-line
+throttling.
 
 Both are keyed by a peer address that an attacker controls (a UDP source is
 trivially spoofed), so both keep a hard cap on how many sources they remember:
@@ -22,6 +23,10 @@ class SourceRateLimiter:
     A token bucket per source: C{rate} tokens per second, at most C{rate}
     saved (so a burst of C{rate} is allowed, then C{rate} per second); a
     rate below 1 saves one token, so it allows one reply every 1/C{rate} s.
+
+    The UDP service keeps two: one counts replies (C{--udp-rate}), the
+    other bytes (C{--udp-byte-rate}: each reply costs its length, and one
+    larger than C{rate} is never allowed).
 
     When the table is full the oldest-inserted source is forgotten.  A
     forgotten source starts again with a full bucket, so under a flood of
@@ -50,9 +55,10 @@ class SourceRateLimiter:
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def allow(self, source: Hashable) -> bool:
+    def allow(self, source: Hashable, cost: float = 1.0) -> bool:
         """
-        Take one token for C{source}.
+        Take C{cost} tokens for C{source} (one request, or, for a budget in
+        bytes, the size of a reply), or none if it has fewer.
 
         @return: C{True} if the request may be served.
         """
@@ -61,14 +67,17 @@ class SourceRateLimiter:
         if bucket is None:
             if len(self._buckets) >= self.maxSources:
                 self._buckets.popitem(last=False)
-            self._buckets[source] = [self.burst - 1.0, now]
+            if cost > self.burst:
+                self._buckets[source] = [self.burst, now]
+                return False
+            self._buckets[source] = [self.burst - cost, now]
             return True
         tokens = bucket[0] + (now - bucket[1]) * self.rate
         if tokens > self.burst:
             tokens = self.burst
         bucket[1] = now
-        if tokens >= 1.0:
-            bucket[0] = tokens - 1.0
+        if tokens >= cost:
+            bucket[0] = tokens - cost
             return True
         bucket[0] = tokens
         return False

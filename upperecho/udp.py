@@ -10,9 +10,11 @@ end of an endless echo loop), so the protocol guards every reply.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, Protocol
 
 from twisted.internet.error import MessageLengthError
@@ -21,9 +23,17 @@ from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.udp import Port as _UDPPort
 from twisted.logger import Logger
+from twisted.python import log
 
 from upperecho._compat import unconnectedUDPSocket
 from upperecho._globalreactor import reactorOr
+from upperecho.pktinfo import (
+    ANCILLARY_SPACE,
+    Ancillary,
+    ReplySources,
+    enableDestinationInfo,
+    needsDestinationInfo,
+)
 from upperecho.throttle import LogThrottle, SourceRateLimiter
 from upperecho.transform import (
     checkEncoding,
@@ -33,6 +43,7 @@ from upperecho.transform import (
 )
 
 __all__ = [
+    "BYTE_RATE",
     "MAX_DATAGRAM",
     "MAX_HELD_REPLIES",
     "MAX_PAYLOAD_IPV4",
@@ -56,6 +67,9 @@ MAX_PAYLOAD_IPV6 = 65527
 #: when a burst of datagrams arrives while one reactor pass is busy, and the
 #: kernel then drops them silently; the kernel caps this at net.core.rmem_max
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+
+#: the default --udp-byte-rate: reply bytes per second to one source IP
+BYTE_RATE = 1024 * 1024
 
 #: replies held back during one read event (L{UpperEchoPort}) before they are
 #: sent anyway: bounds the memory and the delay a burst can cause
@@ -138,7 +152,9 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
 
     Each datagram is transformed on its own (no state between datagrams).  A
     reply is sent only if the source passes the loop guard (L{refusalReason})
-    and its per-IP rate limit, and only if it fits in one datagram.
+    and its per-IP rate limit, only if it fits in one datagram, and only if
+    it fits, whole, in its source's byte budget (so a spoofed source cannot
+    turn the server into a 65 MB/s reflector).
 
     @ivar datagramsIn: datagrams received.
     @ivar datagramsOut: replies handed to the transport (or to the impairment).
@@ -150,9 +166,13 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
     transport: IUDPTransport
     #: the socket to send replies on directly (L{directSocket})
     _sock: socket.socket | None = None
+    #: where the reply to the datagram being handled must come from: the
+    #: ancillary data for C{sendmsg} (set by L{UpperEchoPort} on a socket
+    #: bound to every address), or C{None} to let the kernel choose
+    _source: Ancillary | None = None
     #: replies held back until the port's read loop ends (L{holdReplies});
     #: C{None} when replies go out as they are made
-    _held: list[tuple[bytes, Address]] | None = None
+    _held: list[tuple[bytes, Address, Ancillary | None]] | None = None
     #: a reply has gone out since L{holdReplies}
     _answered = False
 
@@ -160,6 +180,7 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
         self,
         encoding: str = "utf-8",
         rate: float = 1000,
+        byteRate: float = BYTE_RATE,
         ownPorts: Iterable[int] = (),
         clock: IReactorTime | None = None,
         impairment: ReplyWriter | None = None,
@@ -171,10 +192,17 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
         self.impairment = impairment
         self.datagramsIn = 0
         self.datagramsOut = 0
-        self.drops = {"loop-guard": 0, "rate-limit": 0, "oversize": 0, "send-error": 0}
+        self.drops = {
+            "loop-guard": 0,
+            "rate-limit": 0,
+            "oversize": 0,
+            "byte-rate": 0,
+            "send-error": 0,
+        }
         self._clock = clock
         self._ascii = isAsciiCompatible(encoding)
         self._limiter = SourceRateLimiter(rate, clock) if rate > 0 else None
+        self._byteLimiter = SourceRateLimiter(byteRate, clock) if byteRate > 0 else None
         self._logThrottle = LogThrottle(clock)
         # host -> loop-guard verdict for the address part; bounded below
         self._verdicts: dict[str, str | None] = {}
@@ -232,11 +260,21 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
                     "oversize", host, f"reply of {len(reply)} bytes exceeds {limit}"
                 )
                 return
+        if self._byteLimiter is not None and not self._byteLimiter.allow(
+            host, len(reply)
+        ):
+            self._refuse("byte-rate", host, "over --udp-byte-rate")
+            return
         self.datagramsOut += 1
         if self.impairment is None:
             self._write(reply, addr)
         else:
-            self.impairment.send(self._write, reply, addr)
+            source = self._source
+            self.impairment.send(
+                self._write if source is None else partial(self._writeFrom, source),
+                reply,
+                addr,
+            )
 
     def holdReplies(self) -> None:
         """
@@ -261,28 +299,43 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
         held = self._held
         self._held = None
         if held:
-            for data, addr in held:
-                self._send(data, addr)
+            for data, addr, source in held:
+                self._send(data, addr, source)
 
     def _write(self, data: bytes, addr: Address) -> None:
+        source = self._source
         held = self._held
         if held is not None:
             if self._answered:
-                held.append((data, addr))
+                held.append((data, addr, source))
                 if len(held) >= MAX_HELD_REPLIES:
                     self.sendHeldReplies()
                     self._held = []
                 return
             self._answered = True
-        self._send(data, addr)
+        self._send(data, addr, source)
 
-    def _send(self, data: bytes, addr: Address) -> None:
+    def _writeFrom(self, source: Ancillary, data: bytes, addr: Address) -> None:
+        """
+        L{_write} for a reply the impairment sends later, when the datagram
+        being handled is another one: from the address its own datagram
+        was sent to.
+        """
+        current, self._source = self._source, source
+        try:
+            self._write(data, addr)
+        finally:
+            self._source = current
+
+    def _send(self, data: bytes, addr: Address, source: Ancillary | None) -> None:
         sock = self._sock
         try:
             if sock is None:
                 self.transport.write(data, addr)
-            else:
+            elif source is None:
                 sock.sendto(data, addr)
+            else:
+                sock.sendmsg((data,), source, 0, addr)
         except ConnectionRefusedError:
             # what udp.Port.write does too: on an unconnected socket this
             # reports an earlier datagram's ICMP error, not this one's
@@ -302,16 +355,52 @@ class UpperEchoDatagramProtocol(DatagramProtocol):
             )
 
 
+#: C{recvmsg} errors that end a read loop quietly (as C{udp.Port.doRead}):
+#: nothing more to read, or an earlier datagram's ICMP error
+_READ_ENDS = frozenset(
+    {errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ECONNREFUSED}
+)
+
+
 class UpperEchoPort(_UDPPort):
     """
     A UDP port that tells an L{UpperEchoDatagramProtocol} when a burst of
     datagrams starts and ends, so that the replies to a burst go out
-    together (L{UpperEchoDatagramProtocol.holdReplies}).
+    together (L{UpperEchoDatagramProtocol.holdReplies}), and, bound to every
+    address, answers each datagram from the address it was sent to
+    (L{upperecho.pktinfo}).
 
     Twisted's port already reads every datagram waiting on one read event in
-    a loop (up to C{maxThroughput} bytes); this wraps that loop and changes
-    nothing else.  With any other protocol it is a plain C{udp.Port}.
+    a loop (up to C{maxThroughput} bytes); this wraps that loop, and on a
+    socket bound to every address replaces its C{recvfrom} with
+    C{recvmsg}.  With any other protocol it is a plain C{udp.Port}.
+
+    @ivar replySources: the reply's source for each destination seen, or
+        C{None} where the binding already fixes it (or the platform cannot
+        tell).
     """
+
+    _log = Logger()
+    replySources: ReplySources | None = None
+
+    def startListening(self) -> None:
+        super().startListening()
+        proto = self.protocol
+        if not isinstance(proto, UpperEchoDatagramProtocol):
+            return
+        if not needsDestinationInfo(self.socket):
+            return
+        why = enableDestinationInfo(self.socket)
+        if why is None and proto._sock is None:
+            why = "replies go through Twisted's transport, which cannot set it"
+        if why is not None:
+            self._log.warn(
+                "UDP replies come from the address the kernel routes by, not "
+                "always the one each datagram was sent to: {why}",
+                why=why,
+            )
+            return
+        self.replySources = ReplySources(self.socket.family)
 
     def doRead(self) -> None:
         proto = self.protocol
@@ -320,9 +409,48 @@ class UpperEchoPort(_UDPPort):
             return
         proto.holdReplies()
         try:
-            super().doRead()
+            if self.replySources is None:
+                super().doRead()
+            else:
+                self._readFrom(proto, self.replySources)
         finally:
+            proto._source = None
             proto.sendHeldReplies()
+
+    def _readFrom(
+        self, proto: UpperEchoDatagramProtocol, sources: ReplySources
+    ) -> None:
+        """
+        C{udp.Port.doRead} with C{recvmsg}: each datagram is handed to
+        C{proto} with the source its reply must come from in
+        C{proto._source}.
+        """
+        recvmsg = self.socket.recvmsg
+        size = self.maxPacketSize
+        received = proto.datagramReceived
+        ipv6 = self.addressFamily == socket.AF_INET6
+        sources.refresh(proto._clock.seconds())
+        routed = sources.routed
+        read = 0
+        while read < self.maxThroughput:
+            try:
+                data, ancillary, _, addr = recvmsg(size, ANCILLARY_SPACE)
+            except OSError as e:
+                if e.errno in _READ_ENDS:
+                    return
+                raise
+            read += len(data)
+            if ipv6:
+                # as udp.Port does: (host, port), without flow and scope
+                addr = addr[:2]
+            if not ancillary or routed.get(addr[0]) == ancillary[0][2]:
+                proto._source = None
+            else:
+                proto._source = sources.replyFor(ancillary, addr[0], addr[1])
+            try:
+                received(data, addr)
+            except BaseException:
+                log.err()
 
 
 def listenUDP(

@@ -54,6 +54,19 @@ class EnvironmentTests(SynchronousTestCase):
         self.assertEqual(o["listen"], ["tcp:3000", "unix:/tmp/x.sock"])
         self.assertEqual((o["identify"], o["name"]), (1, "pod-1"))
 
+    def test_proxyFromRepeatable(self) -> None:
+        """
+        C{UPPERECHO_PROXY_FROM} holds several networks, as C{--proxy-from}
+        given several times.
+        """
+        o = parse(
+            {
+                "UPPERECHO_LISTEN": "haproxy:tcp:3000",
+                "UPPERECHO_PROXY_FROM": "10.0.0.0/8 ::1",
+            }
+        )
+        self.assertEqual([str(n) for n in o["proxy-from"]], ["10.0.0.0/8", "::1/128"])
+
     def test_commandLineWins(self) -> None:
         """
         An option on the command line hides its variable, in both spellings.

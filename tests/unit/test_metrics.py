@@ -10,6 +10,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport, StringTransport
 from twisted.python import usage
@@ -85,6 +86,34 @@ class CollectorTests(SynchronousTestCase):
         self.assertEqual(samples[udp("upperecho_received_datagrams_total")], 2)
         self.assertEqual(samples[udp("upperecho_sent_datagrams_total")], 1)
         self.assertEqual(samples[drop("udp", "loop-guard")], 1)
+
+    def test_fairShareCounters(self) -> None:
+        """
+        Evictions, per-source refusals, untrusted-proxy refusals and UDP
+        byte-budget drops are counted.
+        """
+        clock = Clock()
+        factory = UpperEchoFactory(maxConnections=2, maxPerSource=2, clock=clock)
+        for port in (1, 2, 3):
+            proto = factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", port))
+            if proto is not None:
+                proto.makeConnection(StringTransport())
+        proto = factory.buildProtocol(IPv4Address("TCP", "192.0.2.8", 1))
+        assert proto is not None
+        proto.makeConnection(StringTransport())
+        factory.untrustedProxy(IPv4Address("TCP", "192.0.2.9", 1))
+        datagram = UpperEchoDatagramProtocol(rate=0, byteRate=10, clock=clock)
+        datagram.makeConnection(FakeDatagramTransport())
+        datagram.datagramReceived(b"x" * 11, ("127.0.0.1", 40000))
+
+        registry = CollectorRegistry()
+        registry.register(UpperEchoCollector(factory, datagram))
+        samples = parse(generate_latest(registry).decode())
+        self.assertEqual(samples[drop("tcp", "per-source")], 1)
+        self.assertEqual(samples[drop("tcp", "evicted")], 1)
+        self.assertEqual(samples[drop("tcp", "untrusted-proxy")], 1)
+        self.assertEqual(samples[drop("tcp", "max-connections")], 0)
+        self.assertEqual(samples[drop("udp", "byte-rate")], 1)
 
     def test_onlyUDP(self) -> None:
         """

@@ -20,6 +20,7 @@ from upperecho.proxyprotocol import (
     HalfCloseableHAProxyFactory,
     HalfCloseableHAProxyWrapper,
 )
+from upperecho.source import TrustedProxies, network
 from upperecho.tcp import UpperEchoFactory
 
 
@@ -125,3 +126,75 @@ class HAProxyWrapperTests(SynchronousTestCase):
         first = factory.buildProtocol(addr)
         first.makeConnection(StringTransport())
         self.assertIsNone(factory.buildProtocol(addr))
+
+
+PROXY = IPv4Address("TCP", "127.0.0.1", 40000)
+
+
+class TrustAndSourceTests(SynchronousTestCase):
+    """
+    C{--proxy-from} and the per-source limits behind a proxy.
+    """
+
+    def test_untrustedRefused(self) -> None:
+        """
+        A peer outside C{--proxy-from} is refused before any header is read,
+        and the factory counts it; a trusted one is served.
+        """
+        inner = UpperEchoFactory(clock=Clock())
+        factory = HalfCloseableHAProxyFactory(
+            inner,
+            TrustedProxies([network("10.0.0.0/8")]),
+            inner.untrustedProxy,
+        )
+        self.assertIsNone(factory.buildProtocol(PROXY))
+        self.assertEqual(inner.refusedProxy, 1)
+        self.assertIsNotNone(
+            factory.buildProtocol(IPv4Address("TCP", "10.1.2.3", 40000))
+        )
+        self.assertEqual(len(inner.fairShare), 1)
+
+    def test_anyPeerWithoutProxyFrom(self) -> None:
+        factory = HalfCloseableHAProxyFactory(UpperEchoFactory(clock=Clock()))
+        self.assertIsNotNone(
+            factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 40000))
+        )
+
+    def connect(
+        self, factory: HalfCloseableHAProxyFactory, client: str
+    ) -> StringTransport:
+        wrapper = factory.buildProtocol(PROXY)
+        assert wrapper is not None
+        transport = StringTransport(peerAddress=PROXY)
+        wrapper.makeConnection(transport)
+        wrapper.dataReceived(proxyV1(client, 5555) + b"hi")
+        return transport
+
+    def test_perSourceAfterHeader(self) -> None:
+        """
+        Behind a proxy the source is the header's client: the per-source cap
+        applies to it once the header is read, not to the proxy.
+        """
+        inner = UpperEchoFactory(maxPerSource=2, clock=Clock())
+        factory = HalfCloseableHAProxyFactory(inner)
+        a = [self.connect(factory, "203.0.113.7") for _ in range(3)]
+        b = self.connect(factory, "203.0.113.8")
+        self.assertEqual([t.value() for t in a], [b"HI", b"HI", b""])
+        self.assertEqual([t.disconnecting for t in a], [False, False, True])
+        self.assertEqual(b.value(), b"HI")
+        self.assertEqual(inner.refusedPerSource, 1)
+        self.assertEqual(inner.fairShare.held("203.0.113.7"), 2)
+        self.assertEqual(inner.fairShare.held("127.0.0.1"), 0)
+
+    def test_fairShareBehindProxy(self) -> None:
+        """
+        Connections count under their clients, so at the global limit a
+        new client still gets in by evicting from the largest client.
+        """
+        inner = UpperEchoFactory(maxConnections=2, clock=Clock())
+        factory = HalfCloseableHAProxyFactory(inner)
+        a = [self.connect(factory, "203.0.113.7") for _ in range(2)]
+        b = self.connect(factory, "203.0.113.8")
+        self.assertEqual(b.value(), b"HI")
+        self.assertEqual(sum(t.disconnected for t in a), 1)
+        self.assertEqual(inner.evicted, 1)

@@ -16,7 +16,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactor
-from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -63,6 +63,9 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(o["max-connections"], 10000)
         self.assertEqual(o["idle-timeout"], 300)
         self.assertEqual(o["udp-rate"], 1000)
+        self.assertEqual(o["udp-byte-rate"], 1048576)
+        self.assertEqual(o["max-connections-per-source"], 0)
+        self.assertEqual(o["proxy-from"], [])
         self.assertEqual(o["interface"], "")
 
     def test_onlyWhatIsNamed(self) -> None:
@@ -103,6 +106,13 @@ class OptionsTests(SynchronousTestCase):
             (["--listen", "bogus:1"], "--listen bogus:1"),
             (["--listen", "tcp:notaport"], "--listen tcp:notaport"),
             (["--listen", "ssl:1:privateKey=/nonexistent.pem"], "--listen ssl:1"),
+            (["--udp-byte-rate", "-1"], "--udp-byte-rate -1"),
+            (["--udp-byte-rate", "lots"], "--udp-byte-rate lots"),
+            (["--max-connections-per-source", "-2"], "--max-connections-per-source"),
+            (["--max-connections-per-source", "1.5"], "--max-connections-per-source"),
+            (["--proxy-from", "10.0.0.0/33"], "--proxy-from 10.0.0.0/33"),
+            (["--proxy-from", "haproxy.lan"], "--proxy-from haproxy.lan"),
+            (["--proxy-from", "10.0.0.0/8"], "no --listen haproxy:"),
         ]
         assertOneLineErrors(self, cases)
 
@@ -120,6 +130,9 @@ class OptionsTests(SynchronousTestCase):
             "--max-connections",
             "--idle-timeout",
             "--udp-rate",
+            "--udp-byte-rate",
+            "--max-connections-per-source",
+            "--proxy-from",
             "--metrics",
             "--udp-loss",
             "--udp-duplicate",
@@ -212,6 +225,66 @@ class MakeServiceTests(SynchronousTestCase):
         svc.privilegedStartService()
         self.assertEqual([p[0] for p in reactor.tcpServers], [1, 2])
         self.assertIs(reactor.tcpServers[0][1], reactor.tcpServers[1][1])
+
+    def test_fairShareOptions(self) -> None:
+        """
+        --max-connections-per-source and --udp-byte-rate reach the services.
+        """
+        reactor = FakeUDPReactor()
+        svc = makeService(
+            parse(
+                "--tcp",
+                "1",
+                "--udp",
+                "2",
+                "--max-connections-per-source",
+                "3",
+                "--udp-byte-rate",
+                "500",
+            ),
+            reactor=reactor,
+        )
+        svc.privilegedStartService()
+        factory = reactor.tcpServers[0][1]
+        assert isinstance(factory, UpperEchoFactory)
+        self.assertEqual(factory.fairShare.perSource, 3)
+        proto = reactor.udpPorts[0][1]
+        assert proto._byteLimiter is not None
+        self.assertEqual(proto._byteLimiter.rate, 500)
+        svc = makeService(parse("--udp", "3", "--udp-byte-rate", "0"), reactor=reactor)
+        svc.privilegedStartService()
+        self.assertIsNone(reactor.udpPorts[-1][1]._byteLimiter)
+
+    def test_proxyFrom(self) -> None:
+        """
+        A haproxy: endpoint without --proxy-from logs that any peer may send
+        a header; with it, the endpoint trusts only those networks.
+        """
+        events: list[LogEvent] = []
+        observer = cast(ILogObserver, events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        svc = makeService(parse("--listen", "haproxy:tcp:1"), reactor=FakeUDPReactor())
+        warned = [e for e in events if "any peer may send" in e["log_format"]]
+        self.assertEqual(len(warned), 1)
+        (child,) = [c for c in svc if isinstance(c, StreamServerEndpointService)]
+        self.assertIsNone(child.endpoint.trusted)
+        events.clear()
+        svc = makeService(
+            parse(
+                "--listen",
+                "haproxy:tcp:1",
+                "--proxy-from",
+                "127.0.0.1/8",
+                "--proxy-from",
+                "::1",
+            ),
+            reactor=FakeUDPReactor(),
+        )
+        self.assertEqual(events, [])
+        (child,) = [c for c in svc if isinstance(c, StreamServerEndpointService)]
+        trusted = child.endpoint.trusted
+        self.assertEqual(str(trusted), "127.0.0.0/8 ::1/128")
 
     def test_cannotListen(self) -> None:
         """

@@ -230,13 +230,15 @@ class LimitTests(SynchronousTestCase):
 
     def test_idleTimeoutOff(self) -> None:
         """
-        With a timeout of 0 no timer is ever scheduled.
+        With a timeout of 0 no connection is ever closed for silence; the
+        sweep still runs, every 5 s, for the fair share's sake.
         """
         factory = UpperEchoFactory(idleTimeout=0, clock=self.clock)
         _, transport = connect(factory)
-        self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.clock.advance(10**6)
+        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [5.0])
+        self.clock.pump([5.0] * 1000)
         self.assertFalse(transport.disconnecting)
+        self.assertEqual(factory.idleClosed, 0)
 
     def test_idleStuckPeerAborted(self) -> None:
         """

@@ -48,6 +48,23 @@ class SourceRateLimiterTests(SynchronousTestCase):
         clock.advance(2)
         self.assertTrue(limiter.allow("a"))
 
+    def test_cost(self) -> None:
+        """
+        As a byte budget: each request takes its cost; one that does not fit
+        whole takes nothing, and one larger than the burst never fits.
+        """
+        clock = Clock()
+        limiter = SourceRateLimiter(100, clock)
+        self.assertTrue(limiter.allow("a", 60))
+        self.assertFalse(limiter.allow("a", 60))
+        self.assertTrue(limiter.allow("a", 40))
+        clock.advance(0.5)
+        self.assertTrue(limiter.allow("a", 50))
+        self.assertFalse(limiter.allow("b", 101))
+        clock.advance(100)
+        self.assertFalse(limiter.allow("b", 101))
+        self.assertTrue(limiter.allow("b", 100))
+
     def test_bounded(self) -> None:
         """
         The table forgets its oldest source when full.

@@ -307,6 +307,65 @@ class RateLimitTests(SynchronousTestCase):
         self.assertEqual(len(transport.written), 5000)
 
 
+class ByteRateTests(SynchronousTestCase):
+    """
+    --udp-byte-rate: a budget of reply bytes per second per source IP.
+    """
+
+    def test_default(self) -> None:
+        """
+        By default a source gets 1 MiB of replies a second: sixteen 65,507
+        byte replies, not a thousand.
+        """
+        proto, transport, _ = make()
+        for _ in range(100):
+            proto.datagramReceived(b"a" * MAX_PAYLOAD_IPV4, CLIENT)
+        self.assertEqual(len(transport.written), 1024 * 1024 // MAX_PAYLOAD_IPV4)
+        self.assertEqual(proto.drops["byte-rate"], 100 - len(transport.written))
+        self.assertEqual(proto.drops["rate-limit"], 0)
+
+    def test_chargesTheReply(self) -> None:
+        """
+        The reply's bytes are charged, not the request's: 200 bytes of
+        U+0390 come back as 600.
+        """
+        proto, transport, _ = make(byteRate=1000)
+        proto.datagramReceived("\u0390".encode() * 100, CLIENT)
+        self.assertEqual(len(transport.written[0][0]), 600)
+        proto.datagramReceived("\u0390".encode() * 100, CLIENT)
+        self.assertEqual(len(transport.written), 1)
+        self.assertEqual(proto.drops["byte-rate"], 1)
+        proto.datagramReceived(b"x" * 400, CLIENT)
+        self.assertEqual(len(transport.written), 2)
+
+    def test_afterRateLimitAndSize(self) -> None:
+        """
+        A datagram refused by the rate limit or the size check costs no
+        bytes.
+        """
+        proto, transport, clock = make(rate=1, byteRate=100)
+        proto.datagramReceived(b"x" * 10, CLIENT)
+        proto.datagramReceived(b"x" * 90, CLIENT)
+        self.assertEqual(proto.drops["rate-limit"], 1)
+        clock.advance(1)
+        proto.datagramReceived(b"x" * 90, CLIENT)
+        self.assertEqual(len(transport.written), 2)
+        self.assertEqual(proto.drops["byte-rate"], 0)
+
+    def test_perSource(self) -> None:
+        proto, transport, _ = make(byteRate=10)
+        proto.datagramReceived(b"x" * 10, ("192.0.2.7", 40000))
+        proto.datagramReceived(b"x" * 10, ("192.0.2.7", 40001))
+        proto.datagramReceived(b"x" * 10, ("192.0.2.8", 40000))
+        self.assertEqual(len(transport.written), 2)
+
+    def test_unlimited(self) -> None:
+        proto, transport, _ = make(byteRate=0)
+        for _ in range(50):
+            proto.datagramReceived(b"a" * MAX_PAYLOAD_IPV4, CLIENT)
+        self.assertEqual(len(transport.written), 50)
+
+
 class DirectDatagramTests(SynchronousTestCase):
     """
     Replies go straight to the socket of a plain C{udp.Port}, with the same
