@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from upperecho import _compat
-from upperecho.port import LeanPort, LeanServer, leanAcceptAvailable
+from upperecho.port import STREAM_READ_SIZE, LeanPort, LeanServer, leanAcceptAvailable
 from upperecho.reactor import UpperEchoReactor
 
 
@@ -164,6 +164,37 @@ class LeanPortTests(SynchronousTestCase):
         t.socket = Broken()
         self.addCleanup(setattr, t, "socket", real)
         self.assertIsInstance(t.doRead(), ConnectionLost)
+
+    def test_streamReadSize(self) -> None:
+        """
+        A connection reads 64 KiB at a time, as C{tcp.Connection} does,
+        until a read fills that; from then on it reads up to
+        L{STREAM_READ_SIZE}.  Short reads leave the size alone.
+        """
+        asked: list[int] = []
+
+        class Socket:
+            def __init__(self, chunks: list[bytes]) -> None:
+                self.chunks = chunks
+
+            def recv(self, n: int) -> bytes:
+                asked.append(n)
+                return self.chunks.pop(0)[:n]
+
+        client = self.connect()
+        self.port.doRead()
+        proto = self.factory.built[0]
+        received: list[bytes] = []
+        proto.dataReceived = received.append  # type: ignore[method-assign,assignment]
+        t: Any = proto.transport
+        real = t.socket
+        self.addCleanup(setattr, t, "socket", real)
+        t.socket = Socket([b"x" * 100, b"y" * 2**16, b"z" * 2**20, b"w"])
+        for _ in range(4):
+            self.assertIsNone(t.doRead())
+        self.assertEqual(asked, [2**16, 2**16, STREAM_READ_SIZE, STREAM_READ_SIZE])
+        self.assertEqual([len(r) for r in received], [100, 2**16, STREAM_READ_SIZE, 1])
+        client.close()
 
     def test_refused(self) -> None:
         """
