@@ -159,6 +159,15 @@ class FakeUDPReactor(MemoryReactor):
         return object()
 
 
+def started(*argv: str) -> FakeUDPReactor:
+    """
+    The reactor a service made from C{argv} has started listening on.
+    """
+    reactor = FakeUDPReactor()
+    makeService(parse(*argv), reactor=reactor).privilegedStartService()
+    return reactor
+
+
 class MakeServiceTests(SynchronousTestCase):
     """
     L{makeService} wires the options into TCP, UDP and endpoint services.
@@ -186,23 +195,18 @@ class MakeServiceTests(SynchronousTestCase):
         --interface, --max-connections, --idle-timeout and --udp-rate reach
         the services.
         """
-        reactor = FakeUDPReactor()
-        svc = makeService(
-            parse(
-                "--tcp",
-                "1",
-                "--udp",
-                "2",
-                "--interface",
-                "::",
-                "--max-connections",
-                "7",
-                "--idle-timeout",
-                "0",
-            ),
-            reactor=reactor,
+        reactor = started(
+            "--tcp",
+            "1",
+            "--udp",
+            "2",
+            "--interface",
+            "::",
+            "--max-connections",
+            "7",
+            "--idle-timeout",
+            "0",
         )
-        svc.privilegedStartService()
         ((_, factory, _, interface),) = reactor.tcpServers
         assert isinstance(factory, UpperEchoFactory)
         self.assertEqual(interface, "::")
@@ -230,29 +234,23 @@ class MakeServiceTests(SynchronousTestCase):
         """
         --max-connections-per-source and --udp-byte-rate reach the services.
         """
-        reactor = FakeUDPReactor()
-        svc = makeService(
-            parse(
-                "--tcp",
-                "1",
-                "--udp",
-                "2",
-                "--max-connections-per-source",
-                "3",
-                "--udp-byte-rate",
-                "500",
-            ),
-            reactor=reactor,
+        reactor = started(
+            "--tcp",
+            "1",
+            "--udp",
+            "2",
+            "--max-connections-per-source",
+            "3",
+            "--udp-byte-rate",
+            "500",
         )
-        svc.privilegedStartService()
         factory = reactor.tcpServers[0][1]
         assert isinstance(factory, UpperEchoFactory)
         self.assertEqual(factory.fairShare.perSource, 3)
         proto = reactor.udpPorts[0][1]
         assert proto._byteLimiter is not None
         self.assertEqual(proto._byteLimiter.rate, 500)
-        svc = makeService(parse("--udp", "3", "--udp-byte-rate", "0"), reactor=reactor)
-        svc.privilegedStartService()
+        reactor = started("--udp", "3", "--udp-byte-rate", "0")
         self.assertIsNone(reactor.udpPorts[-1][1]._byteLimiter)
 
     def test_proxyFrom(self) -> None:
@@ -484,12 +482,7 @@ class DeploymentOptionsTests(SynchronousTestCase):
         self.assertEqual(parse("--identify", "--name", "n1")["name"], "n1")
         self.patch(os, "environ", {})
         self.assertEqual(parse("--identify")["name"], socket.gethostname())
-        reactor = FakeUDPReactor()
-        svc = makeService(
-            parse("--identify", "--name", "n1", "--tcp", "1", "--udp", "2"),
-            reactor=reactor,
-        )
-        svc.privilegedStartService()
+        reactor = started("--identify", "--name", "n1", "--tcp", "1", "--udp", "2")
         factory: Any = reactor.tcpServers[0][1]
         self.assertEqual(factory.greeting, b"upperecho n1\n")
         writer = reactor.udpPorts[0][1].impairment
@@ -499,9 +492,7 @@ class DeploymentOptionsTests(SynchronousTestCase):
         """
         Without --identify, no greeting and no reply writer.
         """
-        reactor = FakeUDPReactor()
-        svc = makeService(parse("--tcp", "1", "--udp", "2"), reactor=reactor)
-        svc.privilegedStartService()
+        reactor = started("--tcp", "1", "--udp", "2")
         factory: Any = reactor.tcpServers[0][1]
         self.assertEqual(factory.greeting, b"")
         self.assertIsNone(reactor.udpPorts[0][1].impairment)
