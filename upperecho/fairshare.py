@@ -23,27 +23,44 @@ the connection seen active longest ago; the eviction skips (and moves back)
 any that read since the last sweep, so the victim is the longest-silent one
 to within one sweep interval, and the skipping is paid for by reads that
 happened anyway.
+
+Memory: a connection's source is kept on the connection itself (its
+C{source} attribute, which the fair share sets), and the fair share is also
+the factory's list of open connections, so each connection costs one
+entry in one ordered dictionary here and nothing elsewhere (a second table
+from connection to source, and a set of open connections beside this one,
+cost about 100 bytes per connection).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Hashable, Iterator
+from typing import Generic, Protocol, TypeVar
 
-__all__ = ["MAX_CONNECTIONS", "PER_SOURCE", "FairShare"]
+__all__ = ["MAX_CONNECTIONS", "PER_SOURCE", "FairShare", "Held"]
 
 #: refusal reasons, as counted and logged
 MAX_CONNECTIONS = "max-connections"
 PER_SOURCE = "per-source"
 
-C = TypeVar("C", bound=Hashable)
+
+class Held(Hashable, Protocol):
+    """
+    What the fair share needs of a connection: hashable, and a C{source}
+    attribute it sets when the connection is added or moved.
+    """
+
+    source: str
+
+
+C = TypeVar("C", bound=Held)
 
 
 class FairShare(Generic[C]):
     """
     The connections held, by source, against C{maxConnections} slots and a
-    C{perSource} cap (0: none).
+    C{perSource} cap (0: none).  Iterating gives every connection held.
 
     @ivar active: tells whether a connection has read since the last sweep.
     """
@@ -55,17 +72,24 @@ class FairShare(Generic[C]):
         self.perSource = perSource
         self.active = active
         # source -> its connections, the one seen active longest ago first
-        self._held: dict[Hashable, OrderedDict[C, None]] = {}
-        # connection -> its source
-        self._source: dict[C, Hashable] = {}
+        self._held: dict[str, OrderedDict[C, None]] = {}
         # n -> the sources holding n connections (a dict as an ordered set)
-        self._bySize: dict[int, dict[Hashable, None]] = {}
+        self._bySize: dict[int, dict[str, None]] = {}
         self._largest = 0
+        self._count = 0
 
     def __len__(self) -> int:
-        return len(self._source)
+        return self._count
 
-    def held(self, source: Hashable) -> int:
+    def __iter__(self) -> Iterator[C]:
+        for conns in self._held.values():
+            yield from conns
+
+    def __contains__(self, conn: object) -> bool:
+        conns = self._held.get(getattr(conn, "source", None))  # type: ignore[arg-type]
+        return conns is not None and conn in conns
+
+    def held(self, source: str) -> int:
         """
         How many connections C{source} holds.
         """
@@ -78,7 +102,7 @@ class FairShare(Generic[C]):
         """
         return self._largest
 
-    def admit(self, source: Hashable) -> tuple[str | None, C | None]:
+    def admit(self, source: str) -> tuple[str | None, C | None]:
         """
         Whether a new connection from C{source} may be added.
 
@@ -89,7 +113,7 @@ class FairShare(Generic[C]):
         mine = self.held(source)
         if self.perSource and mine >= self.perSource:
             return PER_SOURCE, None
-        if len(self._source) < self.maxConnections:
+        if self._count < self.maxConnections:
             return None, None
         if mine >= self._largest:
             # the largest holder itself, or tied with it
@@ -98,13 +122,14 @@ class FairShare(Generic[C]):
         self.remove(victim)
         return None, victim
 
-    def add(self, conn: C, source: Hashable) -> None:
+    def add(self, conn: C, source: str) -> None:
         """
-        C{conn} from C{source} was admitted.
+        C{conn} from C{source} was admitted: its C{source} is set.
         """
-        if conn in self._source:
+        if conn in self:
             return
-        self._source[conn] = source
+        conn.source = source
+        self._count += 1
         conns = self._held.get(source)
         if conns is None:
             conns = self._held[source] = OrderedDict()
@@ -116,10 +141,11 @@ class FairShare(Generic[C]):
         """
         C{conn} is gone (or going): forget it; C{False} if it was not held.
         """
-        source = self._source.pop(conn, None)
-        if source is None:
+        source = conn.source
+        conns = self._held.get(source)
+        if conns is None or conn not in conns:
             return False
-        conns = self._held[source]
+        self._count -= 1
         n = len(conns)
         del conns[conn]
         if n == 1:
@@ -127,18 +153,19 @@ class FairShare(Generic[C]):
         self._resize(source, n, n - 1)
         return True
 
-    def move(self, conn: C, source: Hashable) -> str | None:
+    def move(self, conn: C, source: str) -> str | None:
         """
         C{conn}'s source turned out to be C{source} (a PROXY header named
-        the client): count it there.
+        the client): count it there (its C{source} is set, held or not).
 
         @return: L{PER_SOURCE} if that source already holds its cap (the
             connection is then forgotten, and must be closed), else C{None}.
         """
-        if self._source.get(conn, source) == source:
+        if conn.source == source or not self.remove(conn):
             # already there, or no longer held (closed to make room)
+            conn.source = source
             return None
-        self.remove(conn)
+        conn.source = source
         if self.perSource and self.held(source) >= self.perSource:
             return PER_SOURCE
         self.add(conn, source)
@@ -149,11 +176,11 @@ class FairShare(Generic[C]):
         The sweep saw C{conn} active: it goes to the back of its source's
         order.
         """
-        source = self._source.get(conn)
-        if source is not None:
-            self._held[source].move_to_end(conn)
+        conns = self._held.get(conn.source)
+        if conns is not None and conn in conns:
+            conns.move_to_end(conn)
 
-    def _resize(self, source: Hashable, old: int, new: int) -> None:
+    def _resize(self, source: str, old: int, new: int) -> None:
         bySize = self._bySize
         if old:
             bucket = bySize[old]
@@ -165,7 +192,7 @@ class FairShare(Generic[C]):
         if new > self._largest or (old == self._largest and old not in bySize):
             self._largest = new
 
-    def _longestSilent(self, source: Hashable) -> C:
+    def _longestSilent(self, source: str) -> C:
         """
         C{source}'s connection silent longest: the first in its order that
         has not read since the last sweep (each one passed over goes to the

@@ -98,7 +98,8 @@ class UpperEchoProtocol(Protocol):
     #: bytes received and sent on this connection (read by upperecho.metrics)
     bytesIn = 0
     bytesOut = 0
-    #: who holds this connection, for the per-source limits (upperecho.source)
+    #: who holds this connection, for the per-source limits (upperecho.source);
+    #: the fair share sets it (upperecho.fairshare)
     source: str = ""
 
     def connectionMade(self) -> None:
@@ -293,7 +294,7 @@ class UpperEchoFactory(Factory):
     @ivar fairShare: who holds the connection slots.
     @ivar idleTimeout: seconds of silence before a connection is closed;
         C{0} disables the timeout.
-    @ivar connections: the open connections.
+    @ivar connections: the open connections (L{connections}).
     @ivar connectionsTotal: connections accepted since start.
     @ivar refused: connections refused because of C{maxConnections}.
     @ivar refusedPerSource: connections refused because their source held
@@ -325,7 +326,9 @@ class UpperEchoFactory(Factory):
         self.encoding = encoding
         self.maxConnections = maxConnections
         self.idleTimeout = float(idleTimeout)
-        self.connections: set[UpperEchoProtocol] = set()
+        # connections the fair share gave up (evicted, or refused by their
+        # PROXY header's source) that have not closed yet
+        self._leaving: set[UpperEchoProtocol] = set()
         self.connectionsTotal = 0
         self.fairShare: FairShare[UpperEchoProtocol] = FairShare(
             maxConnections, maxPerSource, _readSinceSweep
@@ -343,6 +346,16 @@ class UpperEchoFactory(Factory):
         # an instance attribute, not a class one: connectionMade reads it
         # for every connection, and that lookup is the cheaper one
         self.greeting = b""
+
+    @property
+    def connections(self) -> set[UpperEchoProtocol]:
+        """
+        The open connections, as a new set: those holding a slot in the
+        fair share (which is the one list of them kept, see
+        L{upperecho.fairshare}) and those it gave up that have not closed
+        yet.
+        """
+        return {p for p in self.fairShare if p.connected} | self._leaving
 
     @property
     def sweepInterval(self) -> float:
@@ -365,7 +378,6 @@ class UpperEchoFactory(Factory):
         if victim is not None:
             self._evict(victim, addr)
         proto: UpperEchoProtocol = super().buildProtocol(addr)  # type: ignore[assignment]
-        proto.source = source
         self.fairShare.add(proto, source)
         return proto
 
@@ -410,11 +422,10 @@ class UpperEchoFactory(Factory):
             C{--max-connections-per-source} (counted and logged; the caller
             closes the connection).
         """
-        source = sourceOf(client)
-        proto.source = source
-        refusal = self.fairShare.move(proto, source)
+        refusal = self.fairShare.move(proto, sourceOf(client))
         if refusal is None:
             return True
+        self._leaving.add(proto)
         self.refuse(refusal, client)
         return False
 
@@ -425,6 +436,7 @@ class UpperEchoFactory(Factory):
         nothing more sent.
         """
         self.evicted += 1
+        self._leaving.add(victim)
         if self._logThrottle.ready(("evicted", victim.source)):
             self._log.info(
                 "closed {peer} (silent longest of {source}, which holds the "
@@ -442,7 +454,6 @@ class UpperEchoFactory(Factory):
         """
         Called by a protocol once connected.
         """
-        self.connections.add(proto)
         self.connectionsTotal += 1
         if self._sweepCall is None:
             self._sweepCall = self._clock.callLater(self.sweepInterval, self._sweep)
@@ -451,7 +462,7 @@ class UpperEchoFactory(Factory):
         """
         Called by a protocol when its connection is gone.
         """
-        self.connections.discard(proto)
+        self._leaving.discard(proto)
         self.fairShare.remove(proto)
         self.bytesInClosed += proto.bytesIn
         self.bytesOutClosed += proto.bytesOut
@@ -474,7 +485,7 @@ class UpperEchoFactory(Factory):
         now = self._clock.seconds()
         timeout = self.idleTimeout if self.idleTimeout > 0 else math.inf
         seen = self.fairShare.seen
-        for proto in list(self.connections):
+        for proto in self.connections:
             if proto._active:
                 seen(proto)
             if proto.sweepIdle(now, timeout):
@@ -487,7 +498,7 @@ class UpperEchoFactory(Factory):
                         peer=addressText(peer),
                         timeout=self.idleTimeout,
                     )
-        if self.connections:
+        if self.fairShare or self._leaving:
             self._sweepCall = self._clock.callLater(self.sweepInterval, self._sweep)
 
     def stopFactory(self) -> None:

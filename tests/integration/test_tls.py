@@ -147,7 +147,6 @@ def test_refusedByMaxConnections(certs: Certs) -> None:
     first = factory.buildProtocol(None)
     assert isinstance(first, HalfCloseableTLSProtocol)
     assert len(built) == 1
-    factory.wrappedFactory.connections.add(first.wrappedProtocol)
     assert factory.buildProtocol(None) is None
 
 

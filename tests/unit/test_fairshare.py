@@ -5,6 +5,9 @@ L{StringTransport} and L{Clock}: no source can lock another out.
 
 from __future__ import annotations
 
+import gc
+import os
+import tracemalloc
 from typing import cast
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -13,14 +16,18 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+import upperecho
 from upperecho.fairshare import MAX_CONNECTIONS, PER_SOURCE, FairShare
 from upperecho.tcp import UpperEchoFactory, UpperEchoProtocol
 
 
 class Conn:
     """
-    A connection as the fair share sees it: hashable, active or not.
+    A connection as the fair share sees it: hashable, active or not, with
+    the source the fair share gives it.
     """
+
+    source = ""
 
     def __init__(self, name: str, active: bool = False) -> None:
         self.name = name
@@ -150,12 +157,30 @@ class FairShareTests(SynchronousTestCase):
         fs.add(p1, "proxy2")
         self.assertIsNone(fs.move(p0, "client"))
         self.assertIsNone(fs.move(p0, "client"))
+        self.assertEqual(p0.source, "client")
         self.assertEqual((fs.held("proxy"), fs.held("client")), (0, 1))
         self.assertEqual(fs.move(p1, "client"), PER_SOURCE)
         self.assertEqual(len(fs), 1)
         # a connection already given up is not counted again
         self.assertIsNone(fs.move(p1, "other"))
         self.assertEqual((len(fs), fs.held("other")), (1, 0))
+        self.assertEqual(p1.source, "other")
+
+    def test_iterateAndContain(self) -> None:
+        """
+        The fair share is a collection of the connections it holds, each
+        carrying the source it was added under.
+        """
+        fs = share(10)
+        a = self.fill(fs, "a", 2)
+        (b,) = self.fill(fs, "b", 1)
+        self.assertEqual(sorted(fs, key=repr), [*a, b])
+        self.assertEqual([c.source for c in [*a, b]], ["a", "a", "b"])
+        self.assertIn(b, fs)
+        fs.remove(b)
+        self.assertNotIn(b, fs)
+        self.assertNotIn(Conn("stranger"), fs)
+        self.assertEqual(len(fs), 2)
 
 
 PEER_A = "192.0.2.7"
@@ -223,6 +248,8 @@ class FactoryTests(SynchronousTestCase):
         a = [self.connect(factory, PEER_A) for _ in range(2)]
         self.connect(factory, PEER_B)
         self.assertEqual(len(factory.fairShare), 2)
+        # given up but not closed yet: still an open connection
+        self.assertEqual(len(factory.connections), 3)
         for proto, transport in a:
             if transport.disconnected:
                 assert proto is not None
@@ -289,3 +316,34 @@ class FactoryTests(SynchronousTestCase):
         # a[1] has been silent longest
         self.connect(factory, PEER_B)
         self.assertEqual([t.disconnected for _, t in a], [False, True, False])
+
+    def test_oneEntryPerConnection(self) -> None:
+        """
+        What upperecho's own code allocates per connection (beyond the
+        protocol instance and its transport) is one entry in the fair
+        share: no second table of sources, no set of open connections
+        beside it (they cost about 130 bytes more per connection).
+        """
+        n = 4000
+        factory = UpperEchoFactory(maxConnections=2 * n, clock=self.clock)
+        peer = IPv4Address("TCP", PEER_A, 1)
+        transports = [StringTransport(peerAddress=peer) for _ in range(n)]
+        protocols = []
+        gc.collect()
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        before = tracemalloc.take_snapshot()
+        for transport in transports:
+            proto = factory.buildProtocol(peer)
+            assert proto is not None
+            proto.makeConnection(transport)
+            protocols.append(proto)
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+        ours = [tracemalloc.Filter(True, os.path.dirname(upperecho.__file__) + "/*")]
+        grown = after.filter_traces(ours).compare_to(
+            before.filter_traces(ours), "filename"
+        )
+        perConnection = sum(stat.size_diff for stat in grown) / n
+        self.assertEqual(len(factory.connections), n)
+        self.assertLess(perConnection, 100)
