@@ -128,6 +128,7 @@ REACTOR_ATTRIBUTES = (
     "_selectables",
     "_doReadOrWrite",
     "_disconnectSelectable",
+    "_reads",
 )
 
 #: what L{upperecho.port.LeanPort}'s accept loop reads of a C{tcp.Port}

@@ -172,6 +172,9 @@ class LeanPort(Port):
             proto = listener.proto
             factory: Any = self.factory
             numAccepts = self.numberAccepts
+            # upperecho's reactor reads a new connection in the same pass
+            # when it can (UpperEchoReactor.readSoon)
+            readSoon = getattr(self.reactor, "readSoon", None)
             accepted = 0
             while accepted < numAccepts:
                 try:
@@ -204,6 +207,8 @@ class LeanPort(Port):
                 self.sessionno = s + 1
                 transport = self.transport(skt, protocol, addr, self, s, self.reactor)
                 protocol.makeConnection(transport)
+                if readSoon is not None:
+                    readSoon(transport)
             # as tcp.Port: more accepts next time if this pass used them all
             if accepted == numAccepts:
                 self.numberAccepts = numAccepts + 20

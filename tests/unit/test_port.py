@@ -135,7 +135,26 @@ class LeanPortTests(SynchronousTestCase):
         self.assertIn("closed", repr(t))
         self.assertEqual(client.recv(10), b"")
 
-    def test_doRead(self) -> None:
+    def test_readInAcceptPass(self) -> None:
+        """
+        A request already there when its connection is accepted is read and
+        answered in the same pass of the reactor (one C{doPoll}): the
+        textbook client costs one poll fewer.
+        """
+        from upperecho.tcp import UpperEchoFactory
+
+        port: Any = self.reactor.listenTCP(
+            0, UpperEchoFactory(clock=self.reactor), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+        client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+        self.addCleanup(client.close)
+        # on loopback, the request is queued at the server when this returns
+        client.sendall(b"hello")
+        self.reactor.doPoll(5)
+        client.setblocking(False)
+        self.assertEqual(client.recv(10), b"HELLO")
+
         """
         L{LeanServer.doRead} gives the protocol what it reads, C{None} when
         nothing is there, C{ConnectionDone} at the peer's end of data and

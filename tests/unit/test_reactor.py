@@ -203,6 +203,34 @@ class LeanDispatchTests(SynchronousTestCase):
         s.run()
         self.assertEqual(s.reader.contexts[0]["system"], PREFIX)
 
+    def test_fallbackDoesNotReadSoon(self) -> None:
+        """
+        On Twisted's own C{doPoll}, C{readSoon} does nothing: the next poll
+        reports the selectable, as usual.
+        """
+        saved = context.theContextTracker
+        context.installContextTracker(context.ContextTracker())
+        self.addCleanup(context.installContextTracker, saved)
+        first = Scenario(self, UpperEchoReactor, lambda: None)
+        assert isinstance(first.reactor, UpperEchoReactor)
+        reactor = first.reactor
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        self.addCleanup(reactor.removeAll)
+        second = PipeReader(reactor, r, lambda: None)
+        reactor.addReader(second)
+
+        def soon() -> None:
+            os.write(w, b"y")
+            reactor.readSoon(second)
+
+        first.reader.action = soon
+        first.run()
+        self.assertEqual(second.contexts, [])
+        reactor.doPoll(0)
+        self.assertEqual(len(second.contexts), 1)
+
     def test_missingReactorName(self) -> None:
         """
         A reactor without one of the names is not dispatched leanly.
@@ -223,3 +251,102 @@ class LeanDispatchTests(SynchronousTestCase):
         from twisted.internet import reactor as after
 
         self.assertIs(after, reactor)
+
+
+class ReadSoonTests(SynchronousTestCase):
+    """
+    L{UpperEchoReactor.readSoon}: a selectable read later in the pass being
+    dispatched, as if the poll had reported it, when that pass had nothing
+    else to do.
+    """
+
+    def setUp(self) -> None:
+        self.first = Scenario(self, UpperEchoReactor, lambda: None)
+        assert isinstance(self.first.reactor, UpperEchoReactor)
+        self.reactor: UpperEchoReactor = self.first.reactor
+        self.second = self.pipe("Second,8,192.0.2.2")
+
+    def pipe(self, prefix: str) -> PipeReader:
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        # (cleanups run last first: unregistered before it is closed)
+        self.addCleanup(self.reactor.removeAll)
+        reader = PipeReader(self.reactor, r, lambda: None)
+        reader.logPrefix = lambda: prefix  # type: ignore[method-assign]
+        reader.w = w  # type: ignore[attr-defined]
+        self.reactor.addReader(reader)
+        return reader
+
+    def soon(self, reader: PipeReader) -> Callable[[], None]:
+        def action() -> None:
+            os.write(reader.w, b"y")  # type: ignore[attr-defined]
+            self.reactor.readSoon(reader)
+
+        return action
+
+    def test_readInSamePass(self) -> None:
+        """
+        Asked during the only event of a pass, the selectable is read in
+        that same C{doPoll}, in its own log context.
+        """
+        self.first.reader.action = self.soon(self.second)
+        self.first.run()
+        self.assertEqual(len(self.first.reader.contexts), 1)
+        self.assertEqual(
+            [c["system"] for c in self.second.contexts], ["Second,8,192.0.2.2"]
+        )
+        self.assertIsNone(self.reactor._batch)
+
+    def test_errorLoggedAndDisconnected(self) -> None:
+        """
+        An exception in a read asked for this way is logged with that
+        selectable's prefix, and it is disconnected, as for any event.
+        """
+
+        def fail() -> None:
+            raise ValueError("boom")
+
+        self.second.action = fail
+        self.first.reader.action = self.soon(self.second)
+        self.first.run()
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertIn(("Second,8,192.0.2.2", 1, ValueError), self.first.logged())
+        self.assertEqual(self.second.lost, [ValueError])
+
+    def test_notWhenBusy(self) -> None:
+        """
+        When the pass has other events, the selectable is left to the poll.
+        """
+        third = self.pipe("Third,9,192.0.2.3")
+        os.write(third.w, b"z")  # type: ignore[attr-defined]
+        self.first.reader.action = self.soon(self.second)
+        self.first.run()
+        self.assertEqual(len(third.contexts), 1)
+        self.assertEqual(self.second.contexts, [])
+        self.reactor.doPoll(0)
+        self.assertEqual(len(self.second.contexts), 1)
+
+    def test_notWhenNotReading(self) -> None:
+        """
+        A selectable that stopped reading before its turn (paused, say, but
+        still registered for writing) is not read.
+        """
+
+        def soonThenPause() -> None:
+            self.soon(self.second)()
+            self.reactor.addWriter(self.second)
+            self.reactor.removeReader(self.second)
+
+        self.first.reader.action = soonThenPause
+        self.first.run()
+        self.assertEqual(self.second.contexts, [])
+
+    def test_notBetweenPasses(self) -> None:
+        """
+        Outside a pass nothing is added: the next poll reports the
+        selectable once, as usual.
+        """
+        self.soon(self.second)()
+        self.reactor.doPoll(0)
+        self.assertEqual(len(self.second.contexts), 1)
