@@ -15,11 +15,13 @@ about 13 us.
 
 L{UpperEchoReactor.doPoll} does the same work in line: per event it calls
 C{logPrefix()}, pushes the same context (C{{ILogContext: {...the current
-log context..., "system": prefix}}}) on the same thread's context stack,
+log context..., "system": prefix}}}, built once per prefix and kept for the
+next event, see L{CONTEXTS_KEPT}) on the same thread's context stack,
 calls C{_doReadOrWrite}, pops it, and logs anything that escapes with
 C{system} set, exactly as C{callWithLogger} does.  For the commonest event,
 readable and nothing else, it takes C{_doReadOrWrite}'s own steps in line
-(the C{fileno() == -1} check, C{doRead}, an error logged and the
+(the C{fileno() == -1} check, skipped for a L{LeanServer}, which leaves the
+reactor before its socket closes; C{doRead}; an error logged and the
 selectable disconnected with C{_disconnectSelectable}).  What a protocol
 sees and what is logged are unchanged.
 
@@ -59,7 +61,7 @@ from twisted.python import context, log
 from twisted.python.log import ILogContext
 
 from upperecho._compat import leanAcceptAvailable, leanDispatchAvailable
-from upperecho.port import LeanPort
+from upperecho.port import LeanPort, LeanServer
 
 __all__ = [
     "UpperEchoReactor",
@@ -71,6 +73,14 @@ __all__ = [
 
 #: the event L{UpperEchoReactor.readSoon} adds: a read, if still reading
 _READ_SOON = -1
+
+#: how many log contexts the lean dispatch keeps for reuse, by log prefix:
+#: the context pushed for a connection's events is the same every time
+#: (the context beneath, with C{system} set to the prefix), and building it
+#: is two dictionaries per event; kept, it is one look-up.  Bounded (and
+#: emptied when full), so connections that come and go, or thousands that
+#: are idle, cost at most this many small dictionaries.
+CONTEXTS_KEPT = 256
 
 
 class UpperEchoReactor(EPollReactor):
@@ -87,11 +97,15 @@ class UpperEchoReactor(EPollReactor):
     #: the events of the pass being dispatched (L{readSoon} adds to them);
     #: C{None} between passes
     _batch: list[tuple[int, int]] | None = None
+    #: the log context pushed for each log prefix, while the context
+    #: beneath stays C{_contextsBase} (see L{CONTEXTS_KEPT})
+    _contextsBase: object = None
 
     def __init__(self) -> None:
         super().__init__()
         self.lean = leanDispatchAvailable(self)
         self.leanAccept = leanAcceptAvailable()
+        self._contexts: dict[str, dict[Any, Any]] = {}
 
     def readSoon(self, selectable: Any) -> None:
         """
@@ -158,6 +172,10 @@ class UpperEchoReactor(EPollReactor):
         tracker = context.theContextTracker.currentContext()
         stack: list[dict[Any, Any]] = tracker.contexts
         base = tracker.getContext(ILogContext)
+        contexts = self._contexts
+        if base is not self._contextsBase:
+            contexts.clear()
+            self._contextsBase = base
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is None:
@@ -173,13 +191,23 @@ class UpperEchoReactor(EPollReactor):
             except BaseException:
                 prefix = "(buggy logPrefix method)"
                 log.err(system=prefix)
-            stack.append({ILogContext: {**base, "system": prefix}})
+            pushed = contexts.get(prefix)
+            if pushed is None:
+                if len(contexts) >= CONTEXTS_KEPT:
+                    contexts.clear()
+                pushed = contexts[prefix] = {ILogContext: {**base, "system": prefix}}
+            stack.append(pushed)
             try:
                 try:
                     if event == EPOLLIN:
                         # _doReadOrWrite's own steps for a plain read, in
                         # line: one Python call fewer per request
-                        if selectable.fileno() == -1:
+                        # (a LeanServer leaves the reactor before its
+                        # socket closes: its fileno() is never -1 here)
+                        if (
+                            selectable.__class__ is not LeanServer
+                            and selectable.fileno() == -1
+                        ):
                             dispatch(selectable, fd, event)
                         else:
                             try:

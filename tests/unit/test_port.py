@@ -129,8 +129,12 @@ class LeanPortTests(SynchronousTestCase):
         t.write(b"HELLO")
         t.doWrite()
         self.assertEqual(client.recv(10), b"HELLO")
+        fd = t.fileno()
         t.connectionLost(Failure(Exception("gone")))
         self.assertIsNotNone(proto.lost)
+        # it left the reactor before its socket closed (the lean dispatch
+        # relies on it, and does not ask a LeanServer's fileno)
+        self.assertNotIn(fd, self.reactor._selectables)
         self.assertEqual(t.fileno(), -1)
         self.assertIn("closed", repr(t))
         self.assertEqual(client.recv(10), b"")

@@ -23,6 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from upperecho._compat import REACTOR_ATTRIBUTES
 from upperecho.reactor import (
+    CONTEXTS_KEPT,
     UpperEchoReactor,
     installIfUnchosen,
     leanDispatchAvailable,
@@ -128,6 +129,41 @@ class LeanDispatchTests(SynchronousTestCase):
         self.assertEqual(ours.reader.contexts, stock.reader.contexts)
         self.assertEqual(ours.reader.contexts[0]["system"], PREFIX)
         self.assertEqual(ours.reader.lost, [])
+
+    def test_contextFollowsBase(self) -> None:
+        """
+        The context pushed for a selectable is rebuilt when the context
+        beneath it changes (a pass run inside another context): what the
+        selectable sees is always that context with its own C{system}.
+        """
+        s = Scenario(self, UpperEchoReactor, lambda: None)
+        s.run()
+        s.reactor.addReader(s.reader)
+        os.write(s.w, b"x")
+        outer = {log.ILogContext: {"system": "outer", "extra": 1}}
+        context.call(outer, s.reactor.doPoll, 0)
+        self.assertEqual(s.reader.contexts[1], {"system": PREFIX, "extra": 1})
+        s.reactor.addReader(s.reader)
+        os.write(s.w, b"x")
+        s.reactor.doPoll(0)
+        self.assertEqual(s.reader.contexts[2], s.reader.contexts[0])
+        self.assertNotIn("extra", s.reader.contexts[2])
+
+    def test_contextsBounded(self) -> None:
+        """
+        The contexts kept for reuse are at most L{CONTEXTS_KEPT}, however
+        many selectables (log prefixes) there have been.
+        """
+        s = Scenario(self, UpperEchoReactor, lambda: None)
+        assert isinstance(s.reactor, UpperEchoReactor)
+        for i in range(CONTEXTS_KEPT + 10):
+            s.reader.logPrefix = lambda i=i: f"P,{i},192.0.2.1"  # type: ignore[method-assign,misc]
+            s.run()
+            self.assertLessEqual(len(s.reactor._contexts), CONTEXTS_KEPT)
+        self.assertEqual(
+            [c["system"] for c in s.reader.contexts[-2:]],
+            [f"P,{CONTEXTS_KEPT + 8},192.0.2.1", f"P,{CONTEXTS_KEPT + 9},192.0.2.1"],
+        )
 
     def test_tracebackNamesConnection(self) -> None:
         """
