@@ -21,7 +21,9 @@ The guards, from cheapest to most drastic fallback:
     elsewhere it is Twisted's own C{doPoll};
   - L{leanAcceptAvailable}: upperecho's reactor listens on TCP with
     L{upperecho.port.LeanPort} only where Twisted's port and the socket
-    module have what its accept loop reads; elsewhere with C{tcp.Port};
+    module have what its accept loop reads, and Twisted's connection code
+    that L{upperecho.port.LeanServer} runs flattened is the code audited
+    (L{FLATTENED_TWISTED_CODE}); elsewhere with C{tcp.Port};
   - L{tlsTransportUsable}: the half-closeable TLS transport overrides
     private methods of C{BufferingTLSTransport}; without them,
     L{upperecho.endpoints} serves Twisted's own TLS wrapper;
@@ -38,10 +40,14 @@ The guards, from cheapest to most drastic fallback:
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import signal
 import socket
 import sys
+import textwrap
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -141,6 +147,34 @@ TCP_PORT_ATTRIBUTES = (
     "socketType",
 )
 
+#: the private names of C{tcp.Server} that L{upperecho.port.LeanServer}'s
+#: flattened C{__init__} and C{connectionLost} set or call
+LEAN_SERVER_ATTRIBUTES = (
+    "_tempDataBuffer",
+    "_tempDataLen",
+    "_addressType",
+    "_getLogPrefix",
+    "_closeSocket",
+)
+
+#: Twisted's code that L{upperecho.port.LeanServer} runs flattened into its
+#: own C{__init__} and C{connectionLost} (one Python call each, instead of
+#: eight and nine), each function's source as read from Twisted L{AUDITED}
+#: given by the first 16 hex digits of its SHA-256 (L{sourceDigest}).  If
+#: any of them changes, or cannot be read, L{leanAcceptAvailable} is false
+#: and connections are Twisted's own: the copy is never older than the code
+#: it stands for.
+FLATTENED_TWISTED_CODE = {
+    "twisted.internet.abstract:FileDescriptor.__init__": "07cd8529302859e0",
+    "twisted.internet.abstract:FileDescriptor.startReading": "a99b59fece3821eb",
+    "twisted.internet.abstract:FileDescriptor.stopReading": "263dbcc59a0a0c76",
+    "twisted.internet.abstract:FileDescriptor.stopWriting": "caed4a484eb020ad",
+    "twisted.internet.abstract:FileDescriptor.connectionLost": "f842913d125f509e",
+    "twisted.internet.tcp:Connection.__init__": "82433ee7a616597f",
+    "twisted.internet.tcp:Connection.connectionLost": "2593a9583349ff34",
+    "twisted.internet.tcp:Server.__init__": "ef8b9173c6923258",
+}
+
 #: what L{sslEndpointParts} reads of an C{ssl:} server endpoint
 SSL_ENDPOINT_ATTRIBUTES = ("_port", "_sslContextFactory", "_backlog", "_interface")
 
@@ -175,6 +209,12 @@ PRIVATE_NAMES = (
         "twisted.internet.tcp:Port",
         tuple(n for n in TCP_PORT_ATTRIBUTES if n.startswith("_")),
         "upperecho.port's accept loop (upperecho.reactor's listenTCP); else tcp.Port",
+    ),
+    PrivateNames(
+        "twisted.internet.tcp:Server",
+        LEAN_SERVER_ATTRIBUTES,
+        "upperecho.port.LeanServer's flattened set-up and tear-down (with "
+        "FLATTENED_TWISTED_CODE); else tcp.Port and tcp.Server",
     ),
     PrivateNames(
         "socket:socket",
@@ -307,16 +347,59 @@ def leanDispatchAvailable(reactor: object) -> bool:
 
 def leanAcceptAvailable() -> bool:
     """
-    Whether every private name L{upperecho.port.LeanPort} reads is there:
-    on Twisted's C{tcp.Port} (L{TCP_PORT_ATTRIBUTES}; C{numberAccepts} is
-    set by its constructor, so it is looked for in the code) and the
-    socket module's C{_accept}.
+    Whether every private name L{upperecho.port.LeanPort} and its
+    L{LeanServer<upperecho.port.LeanServer>} read is there: on Twisted's
+    C{tcp.Port} (L{TCP_PORT_ATTRIBUTES}; C{numberAccepts} is set by its
+    constructor, so it is looked for in the code), on C{tcp.Server}
+    (L{LEAN_SERVER_ATTRIBUTES}) and the socket module's C{_accept}; and
+    whether the Twisted code C{LeanServer} runs flattened is the code
+    audited (L{flattenedCodeUnchanged}, read once per process).
     """
     from twisted.internet.tcp import Port
 
-    return callable(getattr(socket.socket, "_accept", None)) and all(
-        definesAttribute(Port, name) for name in TCP_PORT_ATTRIBUTES
+    return (
+        callable(getattr(socket.socket, "_accept", None))
+        and all(definesAttribute(Port, name) for name in TCP_PORT_ATTRIBUTES)
+        and all(definesAttribute(TCPServer, n) for n in LEAN_SERVER_ATTRIBUTES)
+        and auditedCodeUnchanged()
     )
+
+
+@cache
+def auditedCodeUnchanged() -> bool:
+    """
+    L{flattenedCodeUnchanged} for L{FLATTENED_TWISTED_CODE}, read once: the
+    code cannot change while the process runs.
+    """
+    return flattenedCodeUnchanged(FLATTENED_TWISTED_CODE)
+
+
+def sourceDigest(function: object) -> str | None:
+    """
+    The first 16 hex digits of the SHA-256 of C{function}'s source (its
+    indentation removed), or C{None} if the source cannot be read (no
+    C{.py} files installed, say).
+    """
+    try:
+        source = textwrap.dedent(inspect.getsource(function))  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return None
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def flattenedCodeUnchanged(audited: dict[str, str]) -> bool:
+    """
+    Whether every function of Twisted named in C{audited} (C{module:Class.name})
+    still has the source it was audited with.
+    """
+    for where, digest in audited.items():
+        module, _, qualified = where.partition(":")
+        target: object = sys.modules.get(module) or __import__(module, fromlist=["_"])
+        for part in qualified.split("."):
+            target = getattr(target, part, None)
+        if target is None or sourceDigest(target) != digest:
+            return False
+    return True
 
 
 def tlsTransportUsable() -> bool:

@@ -49,6 +49,26 @@ class PrivateNamesTests(TestCase):
                 else:
                     importlib.import_module(f"{entry.where}.{name}")
 
+    def test_flattenedCodeAudited(self) -> None:
+        """
+        Every function of Twisted that L{upperecho.port.LeanServer} carries
+        flattened has the source it was audited with, in this Twisted; the
+        check fails for a changed digest and for a function that is gone
+        or whose source cannot be read.
+        """
+        self.assertTrue(_compat.auditedCodeUnchanged())
+        self.assertTrue(_compat.flattenedCodeUnchanged(_compat.FLATTENED_TWISTED_CODE))
+        where = "twisted.internet.tcp:Server.__init__"
+        changed = {**_compat.FLATTENED_TWISTED_CODE, where: "0" * 16}
+        self.assertFalse(_compat.flattenedCodeUnchanged(changed))
+        gone = {"twisted.internet.tcp:Server.notThere": "0" * 16}
+        self.assertFalse(_compat.flattenedCodeUnchanged(gone))
+        self.assertIsNone(_compat.sourceDigest(len))
+        self.assertEqual(
+            _compat.sourceDigest(_resolve("twisted.internet.tcp:Server").__init__),
+            _compat.FLATTENED_TWISTED_CODE[where],
+        )
+
     def test_tlsTransportUsable(self) -> None:
         """
         This Twisted's TLS transport has what the half-closeable one needs.

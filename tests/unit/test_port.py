@@ -16,7 +16,7 @@ import socket
 from typing import Any
 
 from twisted.internet import tcp
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -58,6 +58,25 @@ class RecordingFactory(Factory):
         p.factory = self
         self.built.append(p)
         return p
+
+
+class _Producer:
+    """
+    A streaming producer that records being stopped.
+    """
+
+    def __init__(self, stopped: list[str], name: str) -> None:
+        self.stopped = stopped
+        self.name = name
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        self.stopped.append(self.name)
 
 
 class LeanPortTests(SynchronousTestCase):
@@ -138,6 +157,95 @@ class LeanPortTests(SynchronousTestCase):
         self.assertEqual(t.fileno(), -1)
         self.assertIn("closed", repr(t))
         self.assertEqual(client.recv(10), b"")
+
+    def pair(self) -> tuple[tcp.Server, LeanServer]:
+        """
+        A C{tcp.Server} and a L{LeanServer} made alike, each on a socket
+        accepted from this port, both on this test's reactor.
+        """
+        made = []
+        for kind in (tcp.Server, LeanServer):
+            self.connect()
+            sock, addr = self.port.socket.accept()
+            self.addCleanup(sock.close)
+            proto = Recorder()
+            made.append(kind(sock, proto, addr, self.port, 7, self.reactor))
+            proto.makeConnection(made[-1])
+            # (cleanups run last first: out of the reactor before closed)
+            self.addCleanup(self.reactor.removeAll)
+        twisted, lean = made
+        assert isinstance(lean, LeanServer)
+        return twisted, lean
+
+    def state(self, t: Any) -> dict[str, Any]:
+        """
+        A connection's own attributes, less those that differ by design
+        (its socket and protocol, the client's port, the C{fileno} and
+        C{repstr} a C{LeanServer} does not keep, and a C{_closeSocket} a
+        test wraps).
+        """
+        skip = {"socket", "protocol", "fileno", "repstr", "client", "_closeSocket"}
+        state = {k: v for k, v in vars(t).items() if k not in skip}
+        # (each was accepted from its own client port)
+        state["client"] = t.client[0]
+        return state
+
+    def test_setUpLikeTcpServer(self) -> None:
+        """
+        L{LeanServer}'s one-call C{__init__} leaves a connection in the
+        state C{tcp.Server.__init__} does: the same attributes with the same
+        values, registered for reading, its socket non-blocking.
+        """
+        twisted, lean = self.pair()
+        self.assertEqual(self.state(lean), self.state(twisted))
+        self.assertEqual(
+            sorted(vars(twisted)), sorted([*vars(lean), "fileno", "repstr"])
+        )
+        self.assertIn(lean, self.reactor.getReaders())
+        self.assertEqual(lean.socket.gettimeout(), 0.0)
+        self.assertEqual(lean.logPrefix(), twisted.logPrefix())
+
+    def test_tearDownLikeTcpServer(self) -> None:
+        """
+        L{LeanServer}'s one-call C{connectionLost} does what
+        C{tcp.Connection.connectionLost} does: producer stopped, out of the
+        reactor, socket closed in order (or with a reset when aborted),
+        protocol and socket dropped, the protocol told with the same
+        reason; a second call does nothing.
+        """
+        for reason in (ConnectionDone(), ConnectionAborted()):
+            twisted, lean = self.pair()
+            closes: dict[str, list[bool]] = {}
+            stopped: list[str] = []
+            for name, t in (("twisted", twisted), ("lean", lean)):
+                calls = closes.setdefault(name, [])
+                real = t._closeSocket
+
+                def close(
+                    orderly: bool, calls: list[bool] = calls, real: Any = real
+                ) -> None:
+                    calls.append(orderly)
+                    real(orderly)
+
+                t._closeSocket = close  # type: ignore[method-assign]
+                producer = _Producer(stopped, name)
+                t.registerProducer(producer, True)
+                t.startWriting()
+            protocols = [twisted.protocol, lean.protocol]
+            failure = Failure(reason)
+            twisted.connectionLost(failure)
+            lean.connectionLost(failure)
+            lean.connectionLost(failure)
+            self.assertEqual(closes["lean"], closes["twisted"])
+            self.assertEqual(len(closes["lean"]), 1)
+            self.assertEqual(closes["lean"][0], isinstance(reason, ConnectionDone))
+            self.assertEqual(stopped, ["twisted", "lean"])
+            self.assertEqual(self.state(lean), self.state(twisted))
+            self.assertNotIn(lean, self.reactor.getReaders())
+            self.assertNotIn(lean, self.reactor.getWriters())
+            self.assertFalse(hasattr(lean, "socket") or hasattr(lean, "protocol"))
+            for proto in protocols:
+                self.assertIs(proto.lost, failure)  # type: ignore[attr-defined]
 
     def test_readInAcceptPass(self) -> None:
         """
@@ -294,6 +402,17 @@ class LeanAcceptAvailableTests(SynchronousTestCase):
             "TCP_PORT_ATTRIBUTES",
             (*_compat.TCP_PORT_ATTRIBUTES, "_notThere"),
         )
+        self.assertFalse(_compat.leanAcceptAvailable())
+        reactor = UpperEchoReactor()
+        self.addCleanup(reactor._poller.close)
+        self.assertFalse(reactor.leanAccept)
+
+    def test_changedTwistedCode(self) -> None:
+        """
+        A Twisted whose connection code differs from the code
+        C{LeanServer} carries flattened gets C{tcp.Port}.
+        """
+        self.patch(_compat, "auditedCodeUnchanged", lambda: False)
         self.assertFalse(_compat.leanAcceptAvailable())
         reactor = UpperEchoReactor()
         self.addCleanup(reactor._poller.close)
