@@ -159,7 +159,7 @@ LEAN_SERVER_ATTRIBUTES = (
 
 #: Twisted's code that L{upperecho.port.LeanServer} runs flattened into its
 #: own C{__init__} and C{connectionLost} (one Python call each, instead of
-#: eight and nine), each function's source as read from Twisted L{AUDITED}
+#: six and nine), each function's source as read from Twisted L{AUDITED}
 #: given by the first 16 hex digits of its SHA-256 (L{sourceDigest}).  If
 #: any of them changes, or cannot be read, L{leanAcceptAvailable} is false
 #: and connections are Twisted's own: the copy is never older than the code

@@ -22,7 +22,7 @@ C{fileno} and C{repr} are computed when asked (72 and 82 bytes not kept per
 connection), whose C{doRead} hands what it reads to the protocol itself
 (one call fewer per read), and whose C{__init__} and C{connectionLost} run
 the code of C{tcp.Server}, C{tcp.Connection} and C{FileDescriptor} they
-stand for in one call each instead of eight and nine (3.9 % less server CPU
+stand for in one call each instead of six and nine (about 5 % less server CPU
 per connection, one request per connection); the port hands consecutive
 connections from one host the same address string.  About 210 bytes less per connection, and the
 accept path several microseconds shorter (docs/performance.rst has the
