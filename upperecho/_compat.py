@@ -41,6 +41,7 @@ The guards, from cheapest to most drastic fallback:
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import signal
 import socket
@@ -394,7 +395,7 @@ def flattenedCodeUnchanged(audited: dict[str, str]) -> bool:
     """
     for where, digest in audited.items():
         module, _, qualified = where.partition(":")
-        target: object = sys.modules.get(module) or __import__(module, fromlist=["_"])
+        target: object = importlib.import_module(module)
         for part in qualified.split("."):
             target = getattr(target, part, None)
         if target is None or sourceDigest(target) != digest:

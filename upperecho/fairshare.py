@@ -86,8 +86,14 @@ class FairShare(Generic[C]):
             yield from conns
 
     def __contains__(self, conn: object) -> bool:
+        return self._holding(conn) is not None
+
+    def _holding(self, conn: object) -> OrderedDict[C, None] | None:
+        """
+        The connections of C{conn}'s source, if C{conn} is among them.
+        """
         conns = self._held.get(getattr(conn, "source", None))  # type: ignore[arg-type]
-        return conns is not None and conn in conns
+        return conns if conns is not None and conn in conns else None
 
     def held(self, source: str) -> int:
         """
@@ -141,10 +147,10 @@ class FairShare(Generic[C]):
         """
         C{conn} is gone (or going): forget it; C{False} if it was not held.
         """
-        source = conn.source
-        conns = self._held.get(source)
-        if conns is None or conn not in conns:
+        conns = self._holding(conn)
+        if conns is None:
             return False
+        source = conn.source
         self._count -= 1
         n = len(conns)
         del conns[conn]
@@ -161,11 +167,13 @@ class FairShare(Generic[C]):
         @return: L{PER_SOURCE} if that source already holds its cap (the
             connection is then forgotten, and must be closed), else C{None}.
         """
-        if conn.source == source or not self.remove(conn):
-            # already there, or no longer held (closed to make room)
-            conn.source = source
+        if conn.source == source:
             return None
+        held = self.remove(conn)
         conn.source = source
+        if not held:
+            # no longer held (closed to make room)
+            return None
         if self.perSource and self.held(source) >= self.perSource:
             return PER_SOURCE
         self.add(conn, source)
@@ -176,8 +184,8 @@ class FairShare(Generic[C]):
         The sweep saw C{conn} active: it goes to the back of its source's
         order.
         """
-        conns = self._held.get(conn.source)
-        if conns is not None and conn in conns:
+        conns = self._holding(conn)
+        if conns is not None:
             conns.move_to_end(conn)
 
     def _resize(self, source: str, old: int, new: int) -> None:

@@ -294,7 +294,6 @@ class UpperEchoFactory(Factory):
     @ivar fairShare: who holds the connection slots.
     @ivar idleTimeout: seconds of silence before a connection is closed;
         C{0} disables the timeout.
-    @ivar connections: the open connections (L{connections}).
     @ivar connectionsTotal: connections accepted since start.
     @ivar refused: connections refused because of C{maxConnections}.
     @ivar refusedPerSource: connections refused because their source held
