@@ -1,7 +1,9 @@
 """
 The types of upperecho/_accel.c, the compiled UTF-8 and ASCII paths of
-L{upperecho.transform}.
+L{upperecho.transform} and the accept of L{upperecho.port}.
 """
+
+from typing import Any
 
 #: unicodedata.unidata_version of the interpreter whose str.upper() built the table
 UNIDATA_VERSION: str
@@ -10,3 +12,4 @@ MAPPED: int
 
 def upper_utf8(data: bytes, final: bool, /) -> tuple[bytes, int]: ...
 def upper_ascii(data: bytes, /) -> bytes | None: ...
+def accept_nonblocking(fd: int, /) -> tuple[int, tuple[Any, ...]] | None: ...

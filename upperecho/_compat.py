@@ -65,6 +65,7 @@ __all__ = [
     "eagerSocket",
     "leanAcceptAvailable",
     "leanDispatchAvailable",
+    "mainLoopParts",
     "raiseListenErrors",
     "sniEndpointType",
     "sslEndpointParts",
@@ -136,7 +137,46 @@ REACTOR_ATTRIBUTES = (
     "_doReadOrWrite",
     "_disconnectSelectable",
     "_reads",
+    "_writes",
+    "_continuousPolling",
 )
+
+#: the epoll reactor's code that L{upperecho.reactor.UpperEchoReactor}'s
+#: C{removeReader} and C{removeWriter} run in line for a descriptor epoll
+#: holds (as L{FLATTENED_TWISTED_CODE}: if any changes, they are Twisted's)
+REACTOR_CODE = {
+    "twisted.internet.epollreactor:EPollReactor._remove": "ab595698547b4a87",
+    "twisted.internet.epollreactor:EPollReactor.removeReader": "e68aeaeeba120b15",
+    "twisted.internet.epollreactor:EPollReactor.removeWriter": "f533157b03f6c697",
+}
+
+#: what L{upperecho.reactor.UpperEchoReactor.mainLoop} reads of the
+#: reactor, to tell whether a pass has timed calls to run (C{threadCallQueue}
+#: and C{running} are public)
+REACTOR_LOOP_ATTRIBUTES = (
+    "_started",
+    "_justStopped",
+    "_pendingTimedCalls",
+    "_newTimedCalls",
+    "_cancellations",
+    "threadCallQueue",
+    "running",
+)
+
+#: the same, of C{twisted.internet.base}: the handler every pass of the
+#: main loop runs under, and the logger that says it ended
+REACTOR_LOOP_GLOBALS = ("_topHandler", "_log")
+
+#: the Twisted code L{upperecho.reactor.UpperEchoReactor.mainLoop} stands
+#: for: it skips C{runUntilCurrent} and C{timeout} on a pass where, as
+#: they read in this code, they would do nothing but compute the wait.  As
+#: L{FLATTENED_TWISTED_CODE}: if any changes, the loop is Twisted's own.
+MAIN_LOOP_CODE = {
+    "twisted.internet.base:ReactorBase.mainLoop": "421c59cabb4e63c1",
+    "twisted.internet.base:ReactorBase.runUntilCurrent": "461bb58be3c72108",
+    "twisted.internet.base:ReactorBase.timeout": "a7879e4dbc964421",
+    "twisted.internet.base:ReactorBase._insertNewDelayedCalls": "fa57ecd82fbf80aa",
+}
 
 #: what L{upperecho.port.LeanPort}'s accept loop reads of a C{tcp.Port}
 #: (C{addressFamily}, C{socketType}: public; the rest private)
@@ -160,7 +200,7 @@ LEAN_SERVER_ATTRIBUTES = (
 
 #: Twisted's code that L{upperecho.port.LeanServer} runs flattened into its
 #: own C{__init__} and C{connectionLost} (one Python call each, instead of
-#: six and nine), each function's source as read from Twisted L{AUDITED}
+#: six and nine) and into its C{doRead}'s end of reading, each function's source as read from Twisted L{AUDITED}
 #: given by the first 16 hex digits of its SHA-256 (L{sourceDigest}).  If
 #: any of them changes, or cannot be read, L{leanAcceptAvailable} is false
 #: and connections are Twisted's own: the copy is never older than the code
@@ -174,6 +214,10 @@ FLATTENED_TWISTED_CODE = {
     "twisted.internet.tcp:Connection.__init__": "82433ee7a616597f",
     "twisted.internet.tcp:Connection.connectionLost": "2593a9583349ff34",
     "twisted.internet.tcp:Server.__init__": "ef8b9173c6923258",
+    "twisted.internet.tcp:Connection.readConnectionLost": "960d0fd32bec27b2",
+    "twisted.internet.posixbase:_DisconnectSelectableMixin._disconnectSelectable": (
+        "67a83a2169f1d69b"
+    ),
 }
 
 #: what L{sslEndpointParts} reads of an C{ssl:} server endpoint
@@ -205,6 +249,17 @@ PRIVATE_NAMES = (
         ("contexts",),
         "the same: the per-thread context stack it pushes the log context "
         "on (not underscored, but undocumented)",
+    ),
+    PrivateNames(
+        "twisted.internet.base:ReactorBase",
+        tuple(n for n in REACTOR_LOOP_ATTRIBUTES if n.startswith("_")),
+        "upperecho.reactor's main loop (MAIN_LOOP_CODE); else Twisted's mainLoop",
+    ),
+    PrivateNames(
+        "twisted.internet.base",
+        REACTOR_LOOP_GLOBALS,
+        "the same: the handler each pass runs under, the logger that says "
+        "the loop ended",
     ),
     PrivateNames(
         "twisted.internet.tcp:Port",
@@ -329,8 +384,10 @@ def unconnectedUDPSocket(
 def leanDispatchAvailable(reactor: object) -> bool:
     """
     Whether every private name L{UpperEchoReactor.doPoll
-    <upperecho.reactor.UpperEchoReactor.doPoll>} reads is there on
-    C{reactor} and on Twisted's context tracker.
+    <upperecho.reactor.UpperEchoReactor.doPoll>} (and its C{removeReader}
+    and C{removeWriter}) reads is there on C{reactor} and on Twisted's
+    context tracker, and the epoll reactor's code they run in line is the
+    code audited (L{REACTOR_CODE}).
     """
     from twisted.python import context
 
@@ -341,9 +398,48 @@ def leanDispatchAvailable(reactor: object) -> bool:
         stack = tracker.currentContext().contexts
     except AttributeError:
         return False
-    return isinstance(stack, list) and all(
-        hasattr(reactor, name) for name in REACTOR_ATTRIBUTES
+    return (
+        isinstance(stack, list)
+        and all(hasattr(reactor, name) for name in REACTOR_ATTRIBUTES)
+        and reactorCodeUnchanged()
     )
+
+
+@cache
+def reactorCodeUnchanged() -> bool:
+    """
+    L{flattenedCodeUnchanged} for L{REACTOR_CODE}, read once.
+    """
+    return flattenedCodeUnchanged(REACTOR_CODE)
+
+
+def mainLoopParts(reactor: object) -> tuple[Any, Any] | None:
+    """
+    What L{UpperEchoReactor.mainLoop
+    <upperecho.reactor.UpperEchoReactor.mainLoop>} needs of Twisted's
+    (C{twisted.internet.base}'s top-level error handler and logger), or
+    C{None} where a name it reads is missing or the code it stands for is
+    not the code audited (L{MAIN_LOOP_CODE}): then the loop is Twisted's.
+    """
+    from twisted.internet import base
+
+    handler, logger = (getattr(base, name, None) for name in REACTOR_LOOP_GLOBALS)
+    if (
+        handler is None
+        or logger is None
+        or not all(hasattr(reactor, name) for name in REACTOR_LOOP_ATTRIBUTES)
+        or not mainLoopCodeUnchanged()
+    ):
+        return None
+    return handler, logger
+
+
+@cache
+def mainLoopCodeUnchanged() -> bool:
+    """
+    L{flattenedCodeUnchanged} for L{MAIN_LOOP_CODE}, read once.
+    """
+    return flattenedCodeUnchanged(MAIN_LOOP_CODE)
 
 
 def leanAcceptAvailable() -> bool:

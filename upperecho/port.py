@@ -20,11 +20,18 @@ connections" hands over to Twisted's own C{doRead}, which knows what to do
 about C{EMFILE} and the rest.  L{LeanServer} is a C{tcp.Server} whose
 C{fileno} and C{repr} are computed when asked (72 and 82 bytes not kept per
 connection), whose C{doRead} hands what it reads to the protocol itself
-(one call fewer per read), and whose C{__init__} and C{connectionLost} run
-the code of C{tcp.Server}, C{tcp.Connection} and C{FileDescriptor} they
-stand for in one call each instead of six and nine (about 5 % less server CPU
-per connection, one request per connection); the port hands consecutive
-connections from one host the same address string.  About 210 bytes less per connection, and the
+(one call fewer per read) and ends reading itself when the peer ends
+sending (what the reactor's C{_disconnectSelectable} and
+C{tcp.Connection.readConnectionLost} do with C{ConnectionDone}), and whose
+C{__init__} and C{connectionLost} run the code of C{tcp.Server},
+C{tcp.Connection} and C{FileDescriptor} they stand for in one call each
+instead of six and nine (about 5 % less server CPU per connection, one
+request per connection); the port hands consecutive connections from one
+host the same address string.  Where upperecho's C accelerator is built,
+the port accepts with its C{accept_nonblocking} (L{ACCEPT_NONBLOCKING}):
+the new descriptor is non-blocking from the C{accept4} that makes it (no
+C{ioctl} per connection), and "none waiting" is C{None}, not an
+exception; elsewhere with Python's C{socket._accept}, as before.  About 210 bytes less per connection, and the
 accept path several microseconds shorter (docs/performance.rst has the
 measurements).
 
@@ -41,14 +48,17 @@ C{tcp.Port}.
 
 from __future__ import annotations
 
+import importlib
+import os
 import socket
+from collections.abc import Callable
 from errno import EWOULDBLOCK
 from typing import Any
 
 from twisted.internet.address import IPv6Address
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IProtocol
-from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
+from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
+from twisted.internet.main import CONNECTION_LOST
 from twisted.internet.tcp import Port, Server
 from twisted.python import log
 from twisted.python.failure import Failure
@@ -56,6 +66,32 @@ from twisted.python.failure import Failure
 from upperecho._compat import EAGER_TRANSPORTS, leanAcceptAvailable
 
 __all__ = ["LeanPort", "LeanServer", "leanAcceptAvailable"]
+
+
+def compiledAccept() -> Callable[[int], tuple[int, tuple[Any, ...]] | None] | None:
+    """
+    C{accept_nonblocking} of upperecho's C accelerator (upperecho/_accel.c),
+    or C{None} where it is not built or C{UPPERECHO_PURE_PYTHON} is set
+    (the transform's switch, which turns off every compiled path).
+    """
+    if os.environ.get("UPPERECHO_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        module = importlib.import_module("upperecho._accel")
+    except ImportError:
+        return None
+    found = getattr(module, "accept_nonblocking", None)
+    return found if callable(found) else None
+
+
+#: the accept L{LeanPort} uses where it can: one system call per connection
+#: that gives a non-blocking descriptor, and C{None} rather than an
+#: exception when no connection is waiting (see upperecho/_accel.c)
+ACCEPT_NONBLOCKING = compiledAccept()
+
+#: the reason a connection whose protocol does not take a half-close is
+#: given when its peer ends sending: the one Twisted's reactor gives
+_CONNECTION_DONE = Failure(ConnectionDone())
 
 
 class _FilenoOfSocket:
@@ -156,7 +192,10 @@ class LeanServer(Server):
         self._tempDataBuffer: list[bytes] = []
         self._tempDataLen = 0
         self.socket = sock
-        sock.setblocking(False)
+        if sock.gettimeout() != 0:
+            # (a socket LeanPort made from accept_nonblocking is
+            # non-blocking already: one system call fewer)
+            sock.setblocking(False)
         self.protocol = protocol
         if len(client) != 2:
             self._addressType = IPv6Address
@@ -196,12 +235,13 @@ class LeanServer(Server):
         del self.socket
         protocol.connectionLost(reason)
 
-    def doRead(self) -> ConnectionLost | ConnectionDone | None:  # type: ignore[override]
+    def doRead(self) -> ConnectionLost | None:  # type: ignore[override]
         """
         C{tcp.Connection.doRead} and its C{_dataReceived} in one call (one
         Python call fewer per read): read, hand the bytes to the protocol,
-        or say why the connection is over.  A read that fills the buffer
-        marks a stream: later reads take up to L{STREAM_READ_SIZE}.
+        end reading when the peer has ended sending, or say why the
+        connection is lost.  A read that fills the buffer marks a stream:
+        later reads take up to L{STREAM_READ_SIZE}.
         """
         size = self.readSize
         try:
@@ -211,7 +251,22 @@ class LeanServer(Server):
                 return None
             return CONNECTION_LOST
         if not data:
-            return CONNECTION_DONE
+            # the peer will send no more: what the reactor would do with
+            # CONNECTION_DONE from a read (posixbase._disconnectSelectable,
+            # which stops reading and, for this half-closeable transport,
+            # calls tcp.Connection.readConnectionLost), done here, two
+            # Python calls fewer for every connection (audited as __init__)
+            self.reactor.removeReader(self)
+            halfCloseable = IHalfCloseableProtocol(self.protocol, None)
+            if halfCloseable:
+                try:
+                    halfCloseable.readConnectionLost()
+                except BaseException:
+                    log.err()
+                    self.connectionLost(Failure())
+            else:
+                self.connectionLost(_CONNECTION_DONE)
+            return None
         if len(data) == size and size < STREAM_READ_SIZE:
             self.readSize = STREAM_READ_SIZE
         self.protocol.dataReceived(data)
@@ -243,8 +298,14 @@ class LeanPort(Port):
             listener: Any = self.socket
             accept = listener._accept
             family = self.addressFamily
-            kind = self.socketType
+            kind: int = self.socketType
             proto = listener.proto
+            acceptNow = ACCEPT_NONBLOCKING
+            if acceptNow is not None:
+                listenerFd = listener.fileno()
+                # the descriptors it gives are non-blocking already: the
+                # socket objects are made so, with no system call
+                kind |= socket.SOCK_NONBLOCK
             factory: Any = self.factory
             numAccepts = self.numberAccepts
             # upperecho's reactor reads a new connection in the same pass
@@ -253,7 +314,13 @@ class LeanPort(Port):
             accepted = 0
             while accepted < numAccepts:
                 try:
-                    fd, addr = accept()
+                    if acceptNow is None:
+                        fd, addr = accept()
+                    else:
+                        got = acceptNow(listenerFd)
+                        if got is None:
+                            break
+                        fd, addr = got
                 except BlockingIOError:
                     break
                 except OSError:

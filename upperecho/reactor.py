@@ -38,6 +38,13 @@ A connection accepted during a pass can be read in that same pass
 always there by the time its connection is accepted, and reading it at once
 saves the poll and the loop iteration that would only report it.
 
+Its main loop (L{UpperEchoReactor.mainLoop}) skips Twisted's timed-call
+step on the passes that have nothing for it, and its C{removeReader} and
+C{removeWriter} take one call where Twisted's take three, for a
+descriptor epoll holds; both run Twisted's code (or its steps in line) only
+where that code is the code audited (L{upperecho._compat.MAIN_LOOP_CODE},
+L{upperecho._compat.REACTOR_CODE}), and are Twisted's own elsewhere.
+
 Its C{listenTCP} listens with L{upperecho.port.LeanPort}, whose accept
 loop and connections cost less than C{tcp.Port}'s (see L{upperecho.port});
 where the private names that needs are missing (L{leanAcceptAvailable}), it
@@ -51,7 +58,7 @@ from __future__ import annotations
 
 import errno
 import sys
-from select import EPOLLIN
+from select import EPOLLIN, EPOLLOUT
 from typing import Any
 
 from twisted.internet.epollreactor import EPollReactor
@@ -60,7 +67,11 @@ from twisted.internet.protocol import Factory
 from twisted.python import context, log
 from twisted.python.log import ILogContext
 
-from upperecho._compat import leanAcceptAvailable, leanDispatchAvailable
+from upperecho._compat import (
+    leanAcceptAvailable,
+    leanDispatchAvailable,
+    mainLoopParts,
+)
 from upperecho.port import LeanPort, LeanServer
 
 __all__ = [
@@ -73,6 +84,10 @@ __all__ = [
 
 #: the event L{UpperEchoReactor.readSoon} adds: a read, if still reading
 _READ_SOON = -1
+
+#: the longest wait C{ReactorBase.timeout} gives: 2 ** 31 ms, what
+#: C{epoll_wait} can take
+_LONGEST_WAIT = 2147483
 
 #: how many log contexts the lean dispatch keeps for reuse, by log prefix:
 #: the context pushed for a connection's events is the same every time
@@ -90,6 +105,9 @@ class UpperEchoReactor(EPollReactor):
     docstring).
 
     @ivar lean: whether the lean dispatch is in use (L{leanDispatchAvailable}).
+    @ivar _loopParts: what L{mainLoop} needs of Twisted's (its top-level
+        error handler and logger), or C{None} to run Twisted's own
+        (L{mainLoopParts}).
     @ivar leanAccept: whether C{listenTCP} makes L{LeanPort}s
         (L{leanAcceptAvailable}).
     """
@@ -104,6 +122,7 @@ class UpperEchoReactor(EPollReactor):
     def __init__(self) -> None:
         super().__init__()
         self.lean = leanDispatchAvailable(self)
+        self._loopParts = mainLoopParts(self)
         self.leanAccept = leanAcceptAvailable()
         self._contexts: dict[str, dict[Any, Any]] = {}
 
@@ -146,6 +165,58 @@ class UpperEchoReactor(EPollReactor):
         p = LeanPort(port, factory, backlog, interface, self)
         p.startListening()
         return p
+
+    def removeReader(self, reader: Any) -> None:
+        """
+        C{EPollReactor.removeReader}, in one call where C{reader} is
+        registered with epoll (where it is not, or in Twisted's own
+        dispatch, it is Twisted's, as it is).
+
+        Every connection that ends stops reading, and Twisted's way there
+        is three Python calls (C{removeReader}, its check that the reader
+        is not polled continuously, C{_remove}); a descriptor that epoll
+        holds for reading is in C{_reads}, and one polled continuously is
+        not, so that one look-up answers the check.  The steps after it are
+        C{_remove}'s own.  Where it is neither that nor polled continuously
+        (a connection that stopped reading before it ended), there is
+        nothing to do, as in Twisted's, in two calls.
+        """
+        if self.lean:
+            fd = reader.fileno()
+            reads: set[int] = self._reads
+            if fd in reads:
+                if fd in self._writes:
+                    self._poller.modify(fd, EPOLLOUT)
+                else:
+                    del self._selectables[fd]
+                    self._poller.unregister(fd)
+                reads.remove(fd)
+                return
+            if fd != -1 and not self._continuousPolling.isReading(reader):
+                return
+        super().removeReader(reader)
+
+    def removeWriter(self, writer: Any) -> None:
+        """
+        C{EPollReactor.removeWriter}, as L{removeReader}: in one call where
+        C{writer} is registered with epoll for writing, and in two where it
+        is neither that nor polled continuously (most connections end that
+        way: they never had to wait to write).
+        """
+        if self.lean:
+            fd = writer.fileno()
+            writes: set[int] = self._writes
+            if fd in writes:
+                if fd in self._reads:
+                    self._poller.modify(fd, EPOLLIN)
+                else:
+                    del self._selectables[fd]
+                    self._poller.unregister(fd)
+                writes.remove(fd)
+                return
+            if fd != -1 and not self._continuousPolling.isWriting(writer):
+                return
+        super().removeWriter(writer)
 
     def doPoll(self, timeout: float | None) -> None:
         if not self.lean:
@@ -230,6 +301,53 @@ class UpperEchoReactor(EPollReactor):
         self._batch = None
 
     doIteration = doPoll
+
+    def mainLoop(self) -> None:
+        """
+        C{ReactorBase.mainLoop}, with the timed-call step skipped on the
+        passes that have nothing for it.
+
+        Twisted's loop calls C{runUntilCurrent} and C{timeout} on every
+        pass (six Python calls with what they call), and on a busy server
+        nearly every pass finds no thread call queued, no timer added, none
+        due and no stop under way: then the only thing they compute is how
+        long to wait, the time to the first timer, which this loop computes
+        in line.  On every other pass it calls them both, as Twisted does.
+        The pass runs under Twisted's own top-level handler (an error is
+        logged as "Unexpected error in main loop" and the loop goes on).
+
+        Without the names this reads (L{leanLoopAvailable}), it is
+        Twisted's own C{mainLoop}.
+        """
+        parts = self._loopParts
+        if parts is None:
+            super().mainLoop()
+            return
+        handler, baseLog = parts
+        while self._started:
+            with handler:
+                pending = self._pendingTimedCalls
+                cancelled = self._cancellations
+                if (
+                    self.threadCallQueue
+                    or self._newTimedCalls
+                    or self._justStopped
+                    or (cancelled > 50 and cancelled > len(pending) >> 1)
+                ):
+                    self.runUntilCurrent()
+                    t = self.timeout()
+                elif pending:
+                    delay = pending[0].time - self.seconds()
+                    if delay <= 0:
+                        self.runUntilCurrent()
+                        t = self.timeout()
+                    else:
+                        # as timeout(): at most what epoll_wait can take
+                        t = min(_LONGEST_WAIT, delay)
+                else:
+                    t = None
+                self.doIteration(self.running and t)
+        baseLog.info("Main loop terminated.")
 
 
 def installIfUnchosen() -> bool:

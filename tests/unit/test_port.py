@@ -12,6 +12,8 @@ run, C{doRead} is called by hand.
 from __future__ import annotations
 
 import errno
+import fcntl
+import os
 import socket
 from typing import Any
 
@@ -19,9 +21,10 @@ from twisted.internet import tcp
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from upperecho import _compat
+from upperecho import port as portModule
 from upperecho.port import STREAM_READ_SIZE, LeanPort, LeanServer, leanAcceptAvailable
 from upperecho.reactor import UpperEchoReactor
 
@@ -80,7 +83,22 @@ class _Producer:
 
 
 class LeanPortTests(SynchronousTestCase):
+    """
+    L{LeanPort} with the compiled accept (C{accept_nonblocking}); its
+    subclass L{PythonAcceptLeanPortTests} runs every test again with
+    Python's C{socket._accept}.
+    """
+
+    #: whether the port uses the compiled accept (else Python's)
+    compiled = True
+
     def setUp(self) -> None:
+        self.accept = portModule.ACCEPT_NONBLOCKING if self.compiled else None
+        if self.compiled and self.accept is None:
+            if os.environ.get("UPPERECHO_REQUIRE_ACCEL", "") == "1":
+                self.fail("the C accelerator's accept_nonblocking is not built")
+            raise SkipTest("the C accelerator is not built")
+        self.patch(portModule, "ACCEPT_NONBLOCKING", self.accept)
         self.reactor = UpperEchoReactor()
         self.addCleanup(self.reactor._poller.close)
         self.factory = RecordingFactory()
@@ -267,10 +285,12 @@ class LeanPortTests(SynchronousTestCase):
         client.setblocking(False)
         self.assertEqual(client.recv(10), b"HELLO")
 
+    def test_doRead(self) -> None:
         """
         L{LeanServer.doRead} gives the protocol what it reads, C{None} when
-        nothing is there, C{ConnectionDone} at the peer's end of data and
-        C{ConnectionLost} when the socket fails, as C{tcp.Connection} does.
+        nothing is there, and C{ConnectionLost} when the socket fails, as
+        C{tcp.Connection} does; at the peer's end of data it ends the
+        connection itself (L{test_endOfData}) and returns C{None}.
         """
         received: list[bytes] = []
         client = self.connect()
@@ -284,8 +304,6 @@ class LeanPortTests(SynchronousTestCase):
             if t.doRead() is None and received:
                 break
         self.assertEqual(b"".join(received), b"hello")
-        client.shutdown(socket.SHUT_WR)
-        self.assertIsInstance(t.doRead(), ConnectionDone)
 
         class Broken:
             def recv(self, n: int) -> bytes:
@@ -295,6 +313,78 @@ class LeanPortTests(SynchronousTestCase):
         t.socket = Broken()
         self.addCleanup(setattr, t, "socket", real)
         self.assertIsInstance(t.doRead(), ConnectionLost)
+
+    def test_endOfData(self) -> None:
+        """
+        At the peer's end of data, L{LeanServer.doRead} does what Twisted's
+        reactor does with the C{ConnectionDone} C{tcp.Connection.doRead}
+        returns: it stops reading, and a protocol that takes a half-close
+        is told C{readConnectionLost} (and may still write), one that does
+        not loses the connection with C{ConnectionDone}; an error in
+        C{readConnectionLost} is logged and loses the connection with it.
+        Each is compared with a C{tcp.Server} the stock reactor serves.
+        """
+        from twisted.internet.epollreactor import EPollReactor
+        from twisted.internet.interfaces import IHalfCloseableProtocol
+        from zope.interface import implementer
+
+        @implementer(IHalfCloseableProtocol)
+        class HalfCloser(Recorder):
+            ended = 0
+            fail = False
+
+            def readConnectionLost(self) -> None:
+                self.ended += 1
+                if self.fail:
+                    raise ZeroDivisionError()
+
+            def writeConnectionLost(self) -> None:
+                pass
+
+        for kind, fail in ((Recorder, False), (HalfCloser, False), (HalfCloser, True)):
+            seen = []
+            for lean in (True, False):
+                reactor = UpperEchoReactor() if lean else EPollReactor()
+                self.addCleanup(reactor._poller.close)
+                listener = socket.socket()
+                self.addCleanup(listener.close)
+                listener.bind(("127.0.0.1", 0))
+                listener.listen(1)
+                client = socket.create_connection(listener.getsockname(), timeout=5)
+                self.addCleanup(client.close)
+                sock, addr = listener.accept()
+                proto = kind()
+                proto.fail = fail  # type: ignore[attr-defined]
+                server: Any = (LeanServer if lean else tcp.Server)(
+                    sock, proto, addr, self.port, 1, reactor
+                )
+                self.addCleanup(server.connectionLost, Failure(ConnectionDone()))
+                proto.makeConnection(server)
+                client.shutdown(socket.SHUT_WR)
+                if lean:
+                    self.assertIsNone(server.doRead())
+                else:
+                    why = server.doRead()
+                    self.assertIsInstance(why, ConnectionDone)
+                    reactor._disconnectSelectable(server, why, True)
+                seen.append(
+                    (
+                        getattr(proto, "ended", None),
+                        None if proto.lost is None else proto.lost.type,
+                        server in reactor.getReaders(),
+                        server.connected,
+                        len(self.flushLoggedErrors(ZeroDivisionError)),
+                    )
+                )
+            self.assertEqual(seen[0], seen[1])
+            self.assertFalse(seen[0][2])
+            if kind is Recorder:
+                self.assertEqual(seen[0][1], ConnectionDone)
+            elif fail:
+                self.assertEqual(seen[0][1:], (ZeroDivisionError, False, 0, 1))
+            else:
+                self.assertEqual(seen[0][:2], (1, None))
+                self.assertTrue(seen[0][3])
 
     def test_streamReadSize(self) -> None:
         """
@@ -378,10 +468,18 @@ class LeanPortTests(SynchronousTestCase):
                 calls.append("lean")
                 raise ConnectionAbortedError(errno.ECONNABORTED, "aborted")
 
+            def fileno(self) -> int:
+                return int(real.fileno())
+
             def accept(self) -> Any:
                 calls.append("twisted")
                 return real.accept()
 
+        def compiledAccept(fd: int) -> Any:
+            return Listener()._accept()
+
+        if self.accept is not None:
+            self.patch(portModule, "ACCEPT_NONBLOCKING", compiledAccept)
         self.connect()
         self.port.socket = Listener()
         self.addCleanup(setattr, self.port, "socket", real)
@@ -389,6 +487,96 @@ class LeanPortTests(SynchronousTestCase):
         self.assertEqual(calls[0], "lean")
         self.assertIn("twisted", calls)
         self.assertEqual(len(self.factory.built), 1)
+
+
+class PythonAcceptLeanPortTests(LeanPortTests):
+    """
+    L{LeanPortTests} with Python's C{socket._accept}: what runs where the C
+    accelerator is not built, or C{UPPERECHO_PURE_PYTHON} is set.
+    """
+
+    compiled = False
+
+
+class CompiledAcceptTests(SynchronousTestCase):
+    """
+    C{accept_nonblocking}, the compiled accept: what C{socket._accept}
+    gives, with the descriptor non-blocking and close-on-exec, and C{None}
+    when nothing is waiting.
+    """
+
+    def setUp(self) -> None:
+        accept = portModule.ACCEPT_NONBLOCKING
+        if accept is None:
+            if os.environ.get("UPPERECHO_REQUIRE_ACCEL", "") == "1":
+                self.fail("the C accelerator's accept_nonblocking is not built")
+            raise SkipTest("the C accelerator is not built")
+        self.accept = accept
+
+    def listener(self, family: socket.AddressFamily, host: str) -> socket.socket:
+        try:
+            listener = socket.socket(family)
+            listener.bind((host, 0))
+        except OSError as e:
+            raise SkipTest(f"no {host} here: {e}") from e
+        self.addCleanup(listener.close)
+        listener.listen(5)
+        listener.setblocking(False)
+        return listener
+
+    def test_sameAsPython(self) -> None:
+        """
+        For IPv4 and IPv6 peers, the descriptor and address are what
+        C{socket._accept} gives (same peer, same address shape), the
+        descriptor non-blocking and close-on-exec; C{None} when none waits.
+        """
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            listener = self.listener(family, host)
+            fd = listener.fileno()
+            self.assertIsNone(self.accept(fd))
+            clients = [
+                socket.create_connection(listener.getsockname()[:2], timeout=5)
+                for _ in range(2)
+            ]
+            for client in clients:
+                self.addCleanup(client.close)
+            got = self.accept(fd)
+            assert got is not None
+            theirs = listener._accept()  # type: ignore[attr-defined]
+            os.close(theirs[0])
+            accepted, addr = got
+            self.addCleanup(os.close, accepted)
+            self.assertEqual(addr, clients[0].getsockname())
+            self.assertEqual(len(addr), len(theirs[1]))
+            self.assertEqual([type(x) for x in addr], [type(x) for x in theirs[1]])
+            self.assertTrue(fcntl.fcntl(accepted, fcntl.F_GETFL) & os.O_NONBLOCK)
+            self.assertTrue(fcntl.fcntl(accepted, fcntl.F_GETFD) & fcntl.FD_CLOEXEC)
+            self.assertIsNone(self.accept(fd))
+
+    def test_errors(self) -> None:
+        """
+        An error other than "none waiting" is raised as C{OSError} with its
+        errno, and a bad argument as C{ValueError} or C{TypeError}.
+        """
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        with self.assertRaises(OSError) as raised:
+            self.accept(r)
+        self.assertEqual(raised.exception.errno, errno.ENOTSOCK)
+        self.assertRaises(ValueError, self.accept, -1)
+        self.assertRaises(TypeError, self.accept, "3")
+        self.assertRaises(OverflowError, self.accept, 2**80)
+
+    def test_pureSwitch(self) -> None:
+        """
+        C{UPPERECHO_PURE_PYTHON} turns the compiled accept off, as it does
+        the compiled transform.
+        """
+        self.patch(os, "environ", {**os.environ, "UPPERECHO_PURE_PYTHON": "1"})
+        self.assertIsNone(portModule.compiledAccept())
+        self.patch(os, "environ", {**os.environ, "UPPERECHO_PURE_PYTHON": ""})
+        self.assertIs(portModule.compiledAccept(), self.accept)
 
 
 class LeanAcceptAvailableTests(SynchronousTestCase):

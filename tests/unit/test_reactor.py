@@ -21,6 +21,7 @@ from twisted.python import context, log
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from upperecho import _compat
 from upperecho._compat import REACTOR_ATTRIBUTES
 from upperecho.reactor import (
     CONTEXTS_KEPT,
@@ -386,3 +387,297 @@ class ReadSoonTests(SynchronousTestCase):
         self.soon(self.second)()
         self.reactor.doPoll(0)
         self.assertEqual(len(self.second.contexts), 1)
+
+
+def registered(reactor: EPollReactor, fd: int) -> bool:
+    """
+    Whether C{fd} is registered with C{reactor}'s epoll (asked of epoll
+    itself: registering it again fails if it is).
+    """
+    try:
+        reactor._poller.register(fd, 0)
+    except FileExistsError:
+        return True
+    reactor._poller.unregister(fd)
+    return False
+
+
+class RemoveTests(SynchronousTestCase):
+    """
+    L{UpperEchoReactor.removeReader} and C{removeWriter} leave the reactor
+    and epoll as Twisted's do, for every state a descriptor can be in.
+    """
+
+    def state(self, kind: type[EPollReactor], steps: list[str]) -> tuple[Any, ...]:
+        reactor = kind()
+        self.addCleanup(reactor._poller.close)
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        self.addCleanup(reactor.removeAll)
+        fd = PipeReader(reactor, w, lambda: None)
+        for step in steps:
+            if step == "closed":
+                fd.fileno = lambda: -1  # type: ignore[method-assign]
+            else:
+                getattr(reactor, step)(fd)
+        return (
+            fd in reactor.getReaders(),
+            fd in reactor.getWriters(),
+            w in reactor._reads,
+            w in reactor._writes,
+            reactor._selectables.get(w) is fd,
+            registered(reactor, w),
+        )
+
+    def test_sameAsTwisted(self) -> None:
+        """
+        Reading, writing, both, neither, and a descriptor whose C{fileno()}
+        is already C{-1}: after each removal, the same registrations.
+        """
+        add = {"r": "addReader", "w": "addWriter"}
+        cases = []
+        for start in ("", "r", "w", "rw"):
+            for remove in (
+                ["removeReader"],
+                ["removeWriter"],
+                ["removeReader", "removeWriter"],
+                ["removeWriter", "removeReader"],
+                ["closed", "removeReader", "removeWriter"],
+            ):
+                cases.append(([add[c] for c in start] + remove, start))
+        for steps, start in cases:
+            ours = self.state(UpperEchoReactor, steps)
+            stock = self.state(EPollReactor, steps)
+            self.assertEqual(ours, stock, steps)
+            if "closed" not in steps and len(steps) - len(start) == 2:
+                # both removed: nothing left, in epoll either
+                self.assertEqual(ours[:2], (False, False), steps)
+                self.assertFalse(ours[5], steps)
+
+    def test_partial(self) -> None:
+        """
+        Removing one of reading and writing keeps the other, in epoll too.
+        """
+        for steps in (
+            ["addReader", "addWriter", "removeReader"],
+            ["addReader", "addWriter", "removeWriter"],
+        ):
+            ours = self.state(UpperEchoReactor, steps)
+            self.assertEqual(ours, self.state(EPollReactor, steps))
+            self.assertTrue(ours[5])
+            kept = steps[2] == "removeWriter"
+            self.assertEqual(ours[:2], (kept, not kept))
+
+    def test_polledContinuously(self) -> None:
+        """
+        A descriptor epoll refuses (a regular file), which Twisted polls
+        continuously instead, is removed from there.
+        """
+        for kind in (UpperEchoReactor, EPollReactor):
+            reactor = kind()
+            self.addCleanup(reactor._poller.close)
+            f = open(__file__, "rb")  # noqa: SIM115 - closed by the cleanup
+            self.addCleanup(f.close)
+            fd = PipeReader(reactor, f.fileno(), lambda: None)
+            for add, remove, listed in (
+                (reactor.addReader, reactor.removeReader, reactor.getReaders),
+                (reactor.addWriter, reactor.removeWriter, reactor.getWriters),
+            ):
+                add(fd)
+                self.assertIn(fd, listed())
+                self.assertNotIn(f.fileno(), reactor._selectables)
+                remove(fd)
+                self.assertNotIn(fd, listed())
+
+    def test_fallback(self) -> None:
+        """
+        Without the lean dispatch, they are Twisted's own.
+        """
+        reactor = UpperEchoReactor()
+        self.addCleanup(reactor._poller.close)
+        reactor.lean = False
+        calls: list[str] = []
+        self.patch(EPollReactor, "removeReader", lambda r, x: calls.append("reader"))
+        self.patch(EPollReactor, "removeWriter", lambda r, x: calls.append("writer"))
+        reactor.removeReader(object())
+        reactor.removeWriter(object())
+        self.assertEqual(calls, ["reader", "writer"])
+
+
+class MainLoopTests(SynchronousTestCase):
+    """
+    L{UpperEchoReactor.mainLoop} runs timed calls, calls from threads and
+    the stop as Twisted's main loop does, and waits as long as it would.
+    """
+
+    def runLoop(
+        self, kind: type[EPollReactor], script: Callable[[Any, list[Any]], None]
+    ) -> list[Any]:
+        """
+        Run a reactor of C{kind} until C{script} (given the reactor and a
+        list to record in) stops it; the record.
+        """
+        reactor = kind()
+        self.addCleanup(reactor._poller.close)
+        record: list[Any] = []
+        events: list[dict[str, Any]] = []
+        log.addObserver(events.append)
+        self.addCleanup(log.removeObserver, events.append)
+        reactor.addSystemEventTrigger("before", "shutdown", record.append, "shutdown")
+        script(reactor, record)
+        reactor.callLater(5, record.append, "timed out")
+        reactor.callLater(5, reactor.stop)
+        reactor.run(installSignalHandlers=False)
+        record.append(
+            [
+                e["log_format"]
+                for e in events
+                if e.get("log_format") == "Main loop terminated."
+            ]
+        )
+        return record
+
+    def both(self, script: Callable[[Any, list[Any]], None]) -> list[Any]:
+        ours = self.runLoop(UpperEchoReactor, script)
+        self.assertEqual(ours, self.runLoop(EPollReactor, script))
+        self.assertNotIn("timed out", ours)
+        return ours
+
+    def test_timedCalls(self) -> None:
+        """
+        Calls due now, later, cancelled, added by a call, and from a
+        thread run in Twisted's order; the stop fires the shutdown.
+        """
+
+        def script(reactor: Any, record: list[Any]) -> None:
+            reactor.callLater(0.02, record.append, "later")
+            cancelled = reactor.callLater(0.01, record.append, "cancelled")
+            cancelled.cancel()
+            reactor.callLater(0, record.append, "now")
+
+            def chain() -> None:
+                record.append("chain")
+                reactor.callLater(0.01, record.append, "chained")
+                reactor.callLater(0.05, reactor.stop)
+
+            reactor.callLater(0.03, chain)
+            reactor.callFromThread(record.append, "thread")
+
+        self.assertEqual(
+            self.both(script),
+            [
+                "thread",
+                "now",
+                "later",
+                "chain",
+                "chained",
+                "shutdown",
+                ["Main loop terminated."],
+            ],
+        )
+
+    def test_waits(self) -> None:
+        """
+        Each pass waits what C{ReactorBase.timeout} says: until the first
+        timed call, or without end when there is none.
+        """
+
+        def script(reactor: Any, record: list[Any]) -> None:
+            poll = reactor.doIteration
+
+            def doIteration(t: float | None) -> None:
+                # what Twisted's loop would wait, asked after the timed
+                # calls ran (as its loop asks)
+                expected = reactor.running and reactor.timeout()
+                if t is None or expected is None or t is False:
+                    record.append("same" if t is expected else (t, expected))
+                else:
+                    record.append("same" if abs(t - expected) < 0.01 else (t, expected))
+                poll(t)
+
+            reactor.doIteration = doIteration
+            reactor.callLater(0.05, reactor.stop)
+
+        record = self.both(script)
+        self.assertEqual(set(record[:-1]), {"same", "shutdown"})
+
+    def test_errorInPass(self) -> None:
+        """
+        An error that escapes a pass is logged as Twisted logs it, and the
+        loop goes on.
+        """
+
+        def script(reactor: Any, record: list[Any]) -> None:
+            poll = reactor.doIteration
+            failed: list[int] = []
+
+            def doIteration(t: float | None) -> None:
+                if not failed:
+                    failed.append(1)
+                    raise ZeroDivisionError()
+                poll(t)
+
+            reactor.doIteration = doIteration
+            reactor.callLater(0.01, record.append, "went on")
+            reactor.callLater(0.02, reactor.stop)
+
+        self.assertEqual(self.both(script)[0], "went on")
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
+
+    def test_manyCancelled(self) -> None:
+        """
+        Cancelled calls are dropped from the queue when Twisted drops them.
+        """
+
+        def script(reactor: Any, record: list[Any]) -> None:
+            calls = [reactor.callLater(10 + i, lambda: None) for i in range(100)]
+            for call in calls[:80]:
+                call.cancel()
+
+            def look() -> None:
+                record.append(len(reactor._pendingTimedCalls))
+                reactor.stop()
+
+            reactor.callLater(0.01, look)
+            reactor.callLater(0.05, lambda: None)
+
+        self.assertLess(self.both(script)[0], 30)
+
+    def test_fallback(self) -> None:
+        """
+        Where the code it stands for is not the code audited, the loop is
+        Twisted's own, and runs as well.
+        """
+        self.patch(
+            _compat,
+            "MAIN_LOOP_CODE",
+            {"twisted.internet.base:ReactorBase.mainLoop": "0" * 16},
+        )
+        _compat.mainLoopCodeUnchanged.cache_clear()
+        self.addCleanup(_compat.mainLoopCodeUnchanged.cache_clear)
+        reactor = UpperEchoReactor()
+        self.addCleanup(reactor._poller.close)
+        self.assertIsNone(reactor._loopParts)
+        used: list[str] = []
+        real = EPollReactor.mainLoop
+
+        def stock(r: Any) -> None:
+            used.append("twisted")
+            real(r)
+
+        self.patch(EPollReactor, "mainLoop", stock)
+        reactor.callLater(0, reactor.stop)
+        reactor.run(installSignalHandlers=False)
+        self.assertEqual(used, ["twisted"])
+
+    def test_partsFound(self) -> None:
+        """
+        In this Twisted, the loop is upperecho's: every name it reads is
+        there and the code it stands for is the code audited.
+        """
+        reactor = UpperEchoReactor()
+        self.addCleanup(reactor._poller.close)
+        self.assertIsNotNone(reactor._loopParts)
+        self.assertIsNotNone(_compat.mainLoopParts(reactor))
+        self.assertIsNone(_compat.mainLoopParts(object()))
