@@ -148,6 +148,9 @@ REACTOR_CODE = {
     "twisted.internet.epollreactor:EPollReactor._remove": "ab595698547b4a87",
     "twisted.internet.epollreactor:EPollReactor.removeReader": "e68aeaeeba120b15",
     "twisted.internet.epollreactor:EPollReactor.removeWriter": "f533157b03f6c697",
+    "twisted.internet.epollreactor:EPollReactor.addReader": "48bbda9b5cf8ee7f",
+    "twisted.internet.epollreactor:EPollReactor._add": "0220e81be7c372db",
+    "twisted.python.context:ContextTracker.getContext": "3fc879d1864464d6",
 }
 
 #: what L{upperecho.reactor.UpperEchoReactor.mainLoop} reads of the
@@ -164,7 +167,9 @@ REACTOR_LOOP_ATTRIBUTES = (
 )
 
 #: the same, of C{twisted.internet.base}: the handler every pass of the
-#: main loop runs under, and the logger that says it ended
+#: main loop runs under (a C{twisted.logger._logger._FastFailCtxMgr}, whose
+#: C{__exit__} the loop calls only when a pass raises), and the logger that
+#: says it ended
 REACTOR_LOOP_GLOBALS = ("_topHandler", "_log")
 
 #: the Twisted code L{upperecho.reactor.UpperEchoReactor.mainLoop} stands
@@ -176,6 +181,8 @@ MAIN_LOOP_CODE = {
     "twisted.internet.base:ReactorBase.runUntilCurrent": "461bb58be3c72108",
     "twisted.internet.base:ReactorBase.timeout": "a7879e4dbc964421",
     "twisted.internet.base:ReactorBase._insertNewDelayedCalls": "fa57ecd82fbf80aa",
+    "twisted.logger._logger:_FastFailCtxMgr.__enter__": "2a941074f7a0b800",
+    "twisted.logger._logger:_FastFailCtxMgr.__exit__": "8e3fb790ff7f77b6",
 }
 
 #: what L{upperecho.port.LeanPort}'s accept loop reads of a C{tcp.Port}
@@ -215,6 +222,8 @@ FLATTENED_TWISTED_CODE = {
     "twisted.internet.tcp:Connection.connectionLost": "2593a9583349ff34",
     "twisted.internet.tcp:Server.__init__": "ef8b9173c6923258",
     "twisted.internet.tcp:Connection.readConnectionLost": "960d0fd32bec27b2",
+    "twisted.internet.tcp:Connection.logPrefix": "0e040f0b3f288158",
+    "twisted.internet.tcp:Port.logPrefix": "b876dca4e46be658",
     "twisted.internet.posixbase:_DisconnectSelectableMixin._disconnectSelectable": (
         "67a83a2169f1d69b"
     ),
@@ -332,6 +341,10 @@ def definesAttribute(cls: type, name: str) -> bool:
     return False
 
 
+#: L{eagerSocket}'s answers, by transport type and list of names
+_eagerTypes: dict[tuple[type, tuple[str, ...]], bool] = {}
+
+
 def eagerSocket(transport: object) -> socket.socket | None:
     """
     The socket that L{UpperEchoProtocol<upperecho.tcp.UpperEchoProtocol>}
@@ -348,16 +361,26 @@ def eagerSocket(transport: object) -> socket.socket | None:
     That needs private attributes, so only a plain C{tcp.Server} qualifies
     (or upperecho's own L{LeanServer<upperecho.port.LeanServer>}, see
     L{EAGER_TRANSPORTS}; not another subclass, not TLS, not the C{haproxy:} or any other wrapper, not
-    UNIX, not a test transport), and only if everything the fast path reads
-    (L{TCP_SERVER_ATTRIBUTES}) is there: a Twisted that changes its
+    UNIX, not a test transport), and only if its type has everything the
+    fast path reads (L{TCP_SERVER_ATTRIBUTES}): a Twisted that changes its
     internals costs speed, never correctness.  Called once per connection,
     so it is kept cheap.
     """
-    if type(transport) not in EAGER_TRANSPORTS:
+    kind = type(transport)
+    if kind not in EAGER_TRANSPORTS:
         return None
-    for name in TCP_SERVER_ATTRIBUTES:
-        if not hasattr(transport, name):
-            return None
+    # whether the type has every attribute the fast path reads (as a class
+    # attribute or one its code sets), asked once per type and list of
+    # names; an instance that lacks one all the same is caught where it
+    # is read (AttributeError: the fast path switches itself off)
+    key = (kind, TCP_SERVER_ATTRIBUTES)
+    usable = _eagerTypes.get(key)
+    if usable is None:
+        usable = _eagerTypes[key] = all(
+            definesAttribute(kind, name) for name in TCP_SERVER_ATTRIBUTES
+        )
+    if not usable:
+        return None
     sock = getattr(transport, "socket", None)
     # a tcp.Server's socket is a connected SOCK_STREAM socket.socket
     return sock if isinstance(sock, socket.socket) else None
@@ -424,8 +447,10 @@ def mainLoopParts(reactor: object) -> tuple[Any, Any] | None:
     from twisted.internet import base
 
     handler, logger = (getattr(base, name, None) for name in REACTOR_LOOP_GLOBALS)
+    from twisted.logger import _logger
+
     if (
-        handler is None
+        type(handler) is not getattr(_logger, "_FastFailCtxMgr", None)
         or logger is None
         or not all(hasattr(reactor, name) for name in REACTOR_LOOP_ATTRIBUTES)
         or not mainLoopCodeUnchanged()

@@ -132,7 +132,9 @@ class FairShare(Generic[C]):
         """
         C{conn} from C{source} was admitted: its C{source} is set.
         """
-        if conn in self:
+        # (self._holding(conn), in line: this runs for every connection)
+        held = self._held.get(getattr(conn, "source", None))  # type: ignore[arg-type]
+        if held is not None and conn in held:
             return
         conn.source = source
         self._count += 1

@@ -60,7 +60,7 @@ from twisted.internet.error import ConnectionAborted, ConnectionDone, Connection
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
 from twisted.internet.main import CONNECTION_LOST
 from twisted.internet.tcp import Port, Server
-from twisted.python import log
+from twisted.python import log, reflect
 from twisted.python.failure import Failure
 
 from upperecho._compat import EAGER_TRANSPORTS, leanAcceptAvailable
@@ -224,8 +224,13 @@ class LeanServer(Server):
             self.producer.stopProducing()
             self.producer = None
         reactor = self.reactor
-        reactor.removeReader(self)
-        reactor.removeWriter(self)
+        removeSocket = getattr(reactor, "removeSocket", None)
+        if removeSocket is not None:
+            # upperecho's reactor: stopReading and stopWriting in one call
+            removeSocket(self)
+        else:
+            reactor.removeReader(self)
+            reactor.removeWriter(self)
         kind = reason.type
         self._closeSocket(
             not (kind is not None and issubclass(kind, ConnectionAborted))
@@ -257,7 +262,17 @@ class LeanServer(Server):
             # calls tcp.Connection.readConnectionLost), done here, two
             # Python calls fewer for every connection (audited as __init__)
             self.reactor.removeReader(self)
-            halfCloseable = IHalfCloseableProtocol(self.protocol, None)
+            protocol = self.protocol
+            halfCloseable: Any
+            if IHalfCloseableProtocol.providedBy(protocol) and not hasattr(
+                protocol, "__conform__"
+            ):
+                # what adapting it gives (zope.interface asks __conform__
+                # first, then whether it provides the interface), without
+                # the AttributeError the missing __conform__ costs
+                halfCloseable = protocol
+            else:
+                halfCloseable = IHalfCloseableProtocol(protocol, None)
             if halfCloseable:
                 try:
                     halfCloseable.readConnectionLost()
@@ -292,6 +307,21 @@ class LeanPort(Port):
     #: the address string of the last host accepted, given to the next
     #: connection from the same host instead of a copy
     _lastHost: str | None = None
+    #: the factory class L{logPrefix} last named, and its name
+    _prefixOf: type | None = None
+    _prefix = ""
+
+    def logPrefix(self) -> str:
+        """
+        C{tcp.Port.logPrefix} (the qualified name of the factory's class),
+        kept while that class stays the same: the reactor asks it for every
+        pass that accepts.
+        """
+        cls = self.factory.__class__
+        if cls is not self._prefixOf:
+            self._prefix = reflect.qual(cls)
+            self._prefixOf = cls
+        return self._prefix
 
     def doRead(self) -> None:
         try:

@@ -112,6 +112,10 @@ class UpperEchoReactor(EPollReactor):
         (L{leanAcceptAvailable}).
     """
 
+    #: (until __init__ has checked: Twisted's own, which EPollReactor's
+    #: own __init__ uses to add its waker)
+    lean = False
+    _loopParts: tuple[Any, Any] | None = None
     #: the events of the pass being dispatched (L{readSoon} adds to them);
     #: C{None} between passes
     _batch: list[tuple[int, int]] | None = None
@@ -166,6 +170,30 @@ class UpperEchoReactor(EPollReactor):
         p.startListening()
         return p
 
+    def addReader(self, reader: Any) -> None:
+        """
+        C{EPollReactor.addReader}, in one call for a descriptor new to
+        epoll (every connection, once); C{_add}'s own steps.  Anything
+        else (already registered for writing, or refused by epoll, which
+        Twisted then polls continuously) is Twisted's, as it is.
+        """
+        if self.lean:
+            fd = reader.fileno()
+            reads: set[int] = self._reads
+            if fd in reads:
+                return
+            if fd not in self._writes:
+                try:
+                    self._poller.register(fd, EPOLLIN)
+                except OSError:
+                    # Twisted's, which meets the same error and handles it
+                    pass
+                else:
+                    reads.add(fd)
+                    self._selectables[fd] = reader
+                    return
+        super().addReader(reader)
+
     def removeReader(self, reader: Any) -> None:
         """
         C{EPollReactor.removeReader}, in one call where C{reader} is
@@ -218,6 +246,28 @@ class UpperEchoReactor(EPollReactor):
                 return
         super().removeWriter(writer)
 
+    def removeSocket(self, selectable: Any) -> None:
+        """
+        C{removeReader} and C{removeWriter} in one call, for a selectable
+        whose descriptor is a socket (a L{LeanServer} that ends): epoll
+        takes every socket, so Twisted never polls one continuously, and
+        what is left is C{_remove}'s steps for each, which for both
+        together are one C{unregister}.  A closed socket (C{fileno()} of
+        C{-1}) and Twisted's own dispatch take the two calls.
+        """
+        fd = selectable.fileno()
+        if self.lean and fd != -1:
+            reads: set[int] = self._reads
+            writes: set[int] = self._writes
+            if fd in reads or fd in writes:
+                del self._selectables[fd]
+                self._poller.unregister(fd)
+                reads.discard(fd)
+                writes.discard(fd)
+            return
+        self.removeReader(selectable)
+        self.removeWriter(selectable)
+
     def doPoll(self, timeout: float | None) -> None:
         if not self.lean:
             super().doPoll(timeout)
@@ -240,9 +290,15 @@ class UpperEchoReactor(EPollReactor):
         dispatch = self._doReadOrWrite
         disconnect = self._disconnectSelectable
         reads = self._reads
-        tracker = context.theContextTracker.currentContext()
-        stack: list[dict[Any, Any]] = tracker.contexts
-        base = tracker.getContext(ILogContext)
+        stack: list[dict[Any, Any]] = (
+            context.theContextTracker.currentContext().contexts
+        )
+        # ContextTracker.getContext(ILogContext), in line
+        base: Any = None
+        for beneath in reversed(stack):
+            if ILogContext in beneath:
+                base = beneath[ILogContext]
+                break
         contexts = self._contexts
         if base is not self._contextsBase:
             contexts.clear()
@@ -255,13 +311,18 @@ class UpperEchoReactor(EPollReactor):
                 if fd not in reads:
                     continue
                 event = EPOLLIN
-            try:
-                prefix = selectable.logPrefix()
-            except KeyboardInterrupt:
-                raise
-            except BaseException:
-                prefix = "(buggy logPrefix method)"
-                log.err(system=prefix)
+            if selectable.__class__ is LeanServer:
+                # its logPrefix() is tcp.Connection's, which returns this
+                # (audited with LeanServer's code): one call fewer per event
+                prefix = selectable.logstr
+            else:
+                try:
+                    prefix = selectable.logPrefix()
+                except KeyboardInterrupt:
+                    raise
+                except BaseException:
+                    prefix = "(buggy logPrefix method)"
+                    log.err(system=prefix)
             pushed = contexts.get(prefix)
             if pushed is None:
                 if len(contexts) >= CONTEXTS_KEPT:
@@ -325,7 +386,10 @@ class UpperEchoReactor(EPollReactor):
             return
         handler, baseLog = parts
         while self._started:
-            with handler:
+            # "with handler:", whose __enter__ does nothing and whose
+            # __exit__ logs and swallows what a pass raises: called only
+            # then, two calls fewer per pass
+            try:
                 pending = self._pendingTimedCalls
                 cancelled = self._cancellations
                 if (
@@ -347,6 +411,8 @@ class UpperEchoReactor(EPollReactor):
                 else:
                     t = None
                 self.doIteration(self.running and t)
+            except BaseException:
+                handler.__exit__(*sys.exc_info())
         baseLog.info("Main loop terminated.")
 
 

@@ -376,7 +376,9 @@ class UpperEchoFactory(Factory):
             return None
         if victim is not None:
             self._evict(victim, addr)
-        proto: UpperEchoProtocol = super().buildProtocol(addr)  # type: ignore[assignment]
+        # Factory.buildProtocol's two steps, without its call
+        proto = self.protocol()
+        proto.factory = self
         self.fairShare.add(proto, source)
         return proto
 

@@ -20,6 +20,7 @@ from typing import Any
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
+from twisted.python import context, log, reflect
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -341,7 +342,33 @@ class LeanPortTests(SynchronousTestCase):
             def writeConnectionLost(self) -> None:
                 pass
 
-        for kind, fail in ((Recorder, False), (HalfCloser, False), (HalfCloser, True)):
+        @implementer(IHalfCloseableProtocol)
+        class Conforming(HalfCloser):
+            """
+            Provides the interface, but its __conform__ names another
+            object, which adaptation prefers: that one is told, not this.
+            """
+
+            def __init__(self) -> None:
+                self.other = HalfCloser()
+                self.mine = 0
+
+            def __conform__(self, interface: object) -> Any:
+                return self.other
+
+            def readConnectionLost(self) -> None:
+                self.mine += 1
+
+            @property
+            def ended(self) -> tuple[int, int]:  # type: ignore[override]
+                return (self.other.ended, self.mine)
+
+        for kind, fail in (
+            (Recorder, False),
+            (HalfCloser, False),
+            (HalfCloser, True),
+            (Conforming, False),
+        ):
             seen = []
             for lean in (True, False):
                 reactor = UpperEchoReactor() if lean else EPollReactor()
@@ -383,8 +410,35 @@ class LeanPortTests(SynchronousTestCase):
             elif fail:
                 self.assertEqual(seen[0][1:], (ZeroDivisionError, False, 0, 1))
             else:
-                self.assertEqual(seen[0][:2], (1, None))
+                told = (1, 0) if kind is Conforming else 1
+                self.assertEqual(seen[0][:2], (told, None))
                 self.assertTrue(seen[0][3])
+
+    def test_eventsInConnectionContext(self) -> None:
+        """
+        Every event of a connection is dispatched in the log context its
+        C{logPrefix()} names (the reactor reads a L{LeanServer}'s
+        C{logstr}, what C{tcp.Connection.logPrefix} returns), and the
+        port's own in the factory's qualified name, kept while the factory
+        class stays.
+        """
+        systems: list[str] = []
+
+        def record(data: bytes) -> None:
+            systems.append(context.get(log.ILogContext)["system"])
+
+        client = self.connect()
+        self.reactor.doPoll(1)
+        proto = self.factory.built[0]
+        proto.dataReceived = record  # type: ignore[method-assign]
+        client.sendall(b"x")
+        self.reactor.doPoll(1)
+        transport: Any = proto.transport
+        self.assertEqual(systems, [transport.logPrefix()])
+        self.assertEqual(systems, ["Recorder,0,127.0.0.1"])
+        self.assertEqual(self.port.logPrefix(), reflect.qual(RecordingFactory))
+        self.port.factory = Factory()
+        self.assertEqual(self.port.logPrefix(), "twisted.internet.protocol.Factory")
 
     def test_streamReadSize(self) -> None:
         """

@@ -419,6 +419,10 @@ class RemoveTests(SynchronousTestCase):
         for step in steps:
             if step == "closed":
                 fd.fileno = lambda: -1  # type: ignore[method-assign]
+            elif step == "removeSocket" and kind is EPollReactor:
+                # what UpperEchoReactor.removeSocket stands for
+                reactor.removeReader(fd)
+                reactor.removeWriter(fd)
             else:
                 getattr(reactor, step)(fd)
         return (
@@ -437,20 +441,25 @@ class RemoveTests(SynchronousTestCase):
         """
         add = {"r": "addReader", "w": "addWriter"}
         cases = []
-        for start in ("", "r", "w", "rw"):
+        for start in ("", "r", "w", "rw", "wr", "rr"):
             for remove in (
+                [],
                 ["removeReader"],
                 ["removeWriter"],
                 ["removeReader", "removeWriter"],
                 ["removeWriter", "removeReader"],
+                ["removeSocket"],
                 ["closed", "removeReader", "removeWriter"],
+                ["closed", "removeSocket"],
             ):
                 cases.append(([add[c] for c in start] + remove, start))
         for steps, start in cases:
             ours = self.state(UpperEchoReactor, steps)
             stock = self.state(EPollReactor, steps)
             self.assertEqual(ours, stock, steps)
-            if "closed" not in steps and len(steps) - len(start) == 2:
+            if "closed" not in steps and (
+                "removeSocket" in steps or len(steps) - len(start) == 2
+            ):
                 # both removed: nothing left, in epoll either
                 self.assertEqual(ours[:2], (False, False), steps)
                 self.assertFalse(ours[5], steps)
@@ -492,17 +501,22 @@ class RemoveTests(SynchronousTestCase):
 
     def test_fallback(self) -> None:
         """
-        Without the lean dispatch, they are Twisted's own.
+        Without the lean dispatch, they are Twisted's own (and
+        C{removeSocket} is Twisted's C{removeReader} and C{removeWriter}).
         """
         reactor = UpperEchoReactor()
         self.addCleanup(reactor._poller.close)
         reactor.lean = False
         calls: list[str] = []
+        self.patch(EPollReactor, "addReader", lambda r, x: calls.append("add"))
         self.patch(EPollReactor, "removeReader", lambda r, x: calls.append("reader"))
         self.patch(EPollReactor, "removeWriter", lambda r, x: calls.append("writer"))
-        reactor.removeReader(object())
-        reactor.removeWriter(object())
-        self.assertEqual(calls, ["reader", "writer"])
+        reader = PipeReader(reactor, 0, lambda: None)
+        reactor.addReader(reader)
+        reactor.removeReader(reader)
+        reactor.removeWriter(reader)
+        reactor.removeSocket(reader)
+        self.assertEqual(calls, ["add", "reader", "writer", "reader", "writer"])
 
 
 class MainLoopTests(SynchronousTestCase):
@@ -670,6 +684,20 @@ class MainLoopTests(SynchronousTestCase):
         reactor.callLater(0, reactor.stop)
         reactor.run(installSignalHandlers=False)
         self.assertEqual(used, ["twisted"])
+
+    def test_otherHandler(self) -> None:
+        """
+        Where Twisted's main-loop handler is not the kind audited, the loop
+        is Twisted's own.
+        """
+        from contextlib import nullcontext
+
+        from twisted.internet import base
+
+        self.patch(base, "_topHandler", nullcontext())
+        reactor = UpperEchoReactor()
+        self.addCleanup(reactor._poller.close)
+        self.assertIsNone(reactor._loopParts)
 
     def test_partsFound(self) -> None:
         """
