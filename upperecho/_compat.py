@@ -68,6 +68,7 @@ __all__ = [
     "mainLoopParts",
     "raiseListenErrors",
     "sniEndpointType",
+    "socketCloseAudited",
     "sslEndpointParts",
     "tlsTransportUsable",
     "twistdLogFile",
@@ -153,6 +154,14 @@ REACTOR_CODE = {
     "twisted.python.context:ContextTracker.getContext": "3fc879d1864464d6",
 }
 
+#: Python's code that L{upperecho.port.LeanServer.connectionLost} runs in
+#: line to close a socket (the same in Pythons 3.10 to 3.13): where it
+#: differs, it calls C{socket.close()} (L{socketCloseAudited})
+SOCKET_CLOSE_CODE = {
+    "socket:socket.close": "4158f71798806cc3",
+    "socket:socket._real_close": "a72cf326d691bb16",
+}
+
 #: what L{upperecho.reactor.UpperEchoReactor.mainLoop} reads of the
 #: reactor, to tell whether a pass has timed calls to run (C{threadCallQueue}
 #: and C{running} are public)
@@ -224,6 +233,7 @@ FLATTENED_TWISTED_CODE = {
     "twisted.internet.tcp:Connection.readConnectionLost": "960d0fd32bec27b2",
     "twisted.internet.tcp:Connection.logPrefix": "0e040f0b3f288158",
     "twisted.internet.tcp:Port.logPrefix": "b876dca4e46be658",
+    "twisted.internet.tcp:Connection._closeSocket": "6b095ca22827171c",
     "twisted.internet.posixbase:_DisconnectSelectableMixin._disconnectSelectable": (
         "67a83a2169f1d69b"
     ),
@@ -286,6 +296,12 @@ PRIVATE_NAMES = (
         ("_accept",),
         "the same: accept without socket.accept's enum conversions "
         "(Python's socket module, read in 3.10 to 3.13)",
+    ),
+    PrivateNames(
+        "socket:socket",
+        ("_closed", "_io_refs"),
+        "LeanServer's close of its socket (SOCKET_CLOSE_CODE); else "
+        "socket.close() (read in 3.10 to 3.13)",
     ),
     PrivateNames(
         "twisted.internet.endpoints:SSL4ServerEndpoint",
@@ -457,6 +473,17 @@ def mainLoopParts(reactor: object) -> tuple[Any, Any] | None:
     ):
         return None
     return handler, logger
+
+
+@cache
+def socketCloseAudited() -> bool:
+    """
+    Whether C{socket.socket.close} and C{_real_close} are the code audited
+    (L{SOCKET_CLOSE_CODE}) and the private names they use are there.
+    """
+    return all(
+        definesAttribute(socket.socket, name) for name in ("_closed", "_io_refs")
+    ) and flattenedCodeUnchanged(SOCKET_CLOSE_CODE)
 
 
 @cache

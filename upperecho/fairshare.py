@@ -116,7 +116,9 @@ class FairShare(Generic[C]):
             C{None}, and the connection that must be closed to make room for
             it (already forgotten here), or C{None}.
         """
-        mine = self.held(source)
+        # (self.held(source), in line: this runs for every connection)
+        conns = self._held.get(source)
+        mine = len(conns) if conns else 0
         if self.perSource and mine >= self.perSource:
             return PER_SOURCE, None
         if self._count < self.maxConnections:

@@ -48,9 +48,11 @@ C{tcp.Port}.
 
 from __future__ import annotations
 
+import _socket
 import importlib
 import os
 import socket
+import struct
 from collections.abc import Callable
 from errno import EWOULDBLOCK
 from typing import Any
@@ -63,7 +65,11 @@ from twisted.internet.tcp import Port, Server
 from twisted.python import log, reflect
 from twisted.python.failure import Failure
 
-from upperecho._compat import EAGER_TRANSPORTS, leanAcceptAvailable
+from upperecho._compat import (
+    EAGER_TRANSPORTS,
+    leanAcceptAvailable,
+    socketCloseAudited,
+)
 
 __all__ = ["LeanPort", "LeanServer", "leanAcceptAvailable"]
 
@@ -88,6 +94,15 @@ def compiledAccept() -> Callable[[int], tuple[int, tuple[Any, ...]] | None] | No
 #: that gives a non-blocking descriptor, and C{None} rather than an
 #: exception when no connection is waiting (see upperecho/_accel.c)
 ACCEPT_NONBLOCKING = compiledAccept()
+
+#: SO_LINGER on, zero seconds: close with a reset (tcp.Connection's abort)
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+#: the C close that socket.socket.close calls (through _real_close) when
+#: no makefile() holds the socket, where that code is the code audited
+#: (L{upperecho._compat.socketCloseAudited}); else None, and
+#: L{LeanServer.connectionLost} calls socket.socket.close
+_SOCKET_CLOSE = _socket.socket.close if socketCloseAudited() else None
 
 #: the reason a connection whose protocol does not take a half-close is
 #: given when its peer ends sending: the one Twisted's reactor gives
@@ -210,8 +225,8 @@ class LeanServer(Server):
     def connectionLost(self, reason: Failure) -> None:
         """
         C{tcp.Connection.connectionLost}, with the
-        C{FileDescriptor.connectionLost}, C{stopReading} and C{stopWriting}
-        it calls, in one call (audited as L{__init__} is).  Whether the
+        C{FileDescriptor.connectionLost}, C{stopReading}, C{stopWriting} and
+        C{_closeSocket} it calls, in one call (audited as L{__init__} is).  Whether the
         connection was aborted is asked with C{issubclass}, which answers
         what C{Failure.check}'s comparison of qualified names answers for a
         class, without building them.
@@ -232,9 +247,27 @@ class LeanServer(Server):
             reactor.removeReader(self)
             reactor.removeWriter(self)
         kind = reason.type
-        self._closeSocket(
-            not (kind is not None and issubclass(kind, ConnectionAborted))
-        )
+        # tcp.Connection._closeSocket, in line (audited as the rest)
+        skt: Any = self.socket
+        try:
+            if not (kind is not None and issubclass(kind, ConnectionAborted)):
+                if self._shouldShutdown:
+                    skt.shutdown(2)
+            else:
+                skt.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:
+            pass
+        try:
+            close = _SOCKET_CLOSE
+            if close is not None and skt._io_refs <= 0:
+                # socket.socket.close and its _real_close, in line: two
+                # Python calls fewer (see socketCloseAudited)
+                skt._closed = True
+                close(skt)
+            else:
+                skt.close()
+        except OSError:
+            pass
         protocol = self.protocol
         del self.protocol
         del self.socket
@@ -380,7 +413,7 @@ class LeanPort(Port):
                 transport = self.transport(skt, protocol, addr, self, s, self.reactor)
                 protocol.makeConnection(transport)
                 if readSoon is not None:
-                    readSoon(transport)
+                    readSoon(transport, fd)
             # as tcp.Port: more accepts next time if this pass used them all
             if accepted == numAccepts:
                 self.numberAccepts = numAccepts + 20

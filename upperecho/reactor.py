@@ -130,7 +130,7 @@ class UpperEchoReactor(EPollReactor):
         self.leanAccept = leanAcceptAvailable()
         self._contexts: dict[str, dict[Any, Any]] = {}
 
-    def readSoon(self, selectable: Any) -> None:
+    def readSoon(self, selectable: Any, fd: int | None = None) -> None:
         """
         Dispatch a read event for C{selectable} later in the pass now being
         dispatched, as if the poll had reported it readable: the same
@@ -149,10 +149,14 @@ class UpperEchoReactor(EPollReactor):
 
         Outside a lean pass (Twisted's own C{doPoll}, or between passes)
         this does nothing, and the poll reports the connection as usual.
+
+        @param fd: C{selectable.fileno()}, if the caller has it at hand.
         """
         batch = self._batch
         if batch is not None and len(batch) == 1:
-            batch.append((selectable.fileno(), _READ_SOON))
+            if fd is None:
+                fd = selectable.fileno()
+            batch.append((fd, _READ_SOON))
 
     def listenTCP(
         self,

@@ -60,6 +60,7 @@ class PrivateNamesTests(TestCase):
         self.assertTrue(_compat.auditedCodeUnchanged())
         self.assertTrue(_compat.mainLoopCodeUnchanged())
         self.assertTrue(_compat.reactorCodeUnchanged())
+        self.assertTrue(_compat.socketCloseAudited())
         self.assertTrue(_compat.flattenedCodeUnchanged(_compat.MAIN_LOOP_CODE))
         self.assertTrue(_compat.flattenedCodeUnchanged(_compat.REACTOR_CODE))
         self.assertTrue(_compat.flattenedCodeUnchanged(_compat.FLATTENED_TWISTED_CODE))

@@ -183,8 +183,10 @@ class LeanPortTests(SynchronousTestCase):
         accepted from this port, both on this test's reactor.
         """
         made = []
+        #: the client end of each, in the same order
+        self.peers: list[socket.socket] = []
         for kind in (tcp.Server, LeanServer):
-            self.connect()
+            self.peers.append(self.connect())
             sock, addr = self.port.socket.accept()
             self.addCleanup(sock.close)
             proto = Recorder()
@@ -200,10 +202,9 @@ class LeanPortTests(SynchronousTestCase):
         """
         A connection's own attributes, less those that differ by design
         (its socket and protocol, the client's port, the C{fileno} and
-        C{repstr} a C{LeanServer} does not keep, and a C{_closeSocket} a
-        test wraps).
+        C{repstr} a C{LeanServer} does not keep).
         """
-        skip = {"socket", "protocol", "fileno", "repstr", "client", "_closeSocket"}
+        skip = {"socket", "protocol", "fileno", "repstr", "client"}
         state = {k: v for k, v in vars(t).items() if k not in skip}
         # (each was accepted from its own client port)
         state["client"] = t.client[0]
@@ -234,19 +235,9 @@ class LeanPortTests(SynchronousTestCase):
         """
         for reason in (ConnectionDone(), ConnectionAborted()):
             twisted, lean = self.pair()
-            closes: dict[str, list[bool]] = {}
             stopped: list[str] = []
+            sockets = [twisted.socket, lean.socket]
             for name, t in (("twisted", twisted), ("lean", lean)):
-                calls = closes.setdefault(name, [])
-                real = t._closeSocket
-
-                def close(
-                    orderly: bool, calls: list[bool] = calls, real: Any = real
-                ) -> None:
-                    calls.append(orderly)
-                    real(orderly)
-
-                t._closeSocket = close  # type: ignore[method-assign]
                 producer = _Producer(stopped, name)
                 t.registerProducer(producer, True)
                 t.startWriting()
@@ -255,9 +246,21 @@ class LeanPortTests(SynchronousTestCase):
             twisted.connectionLost(failure)
             lean.connectionLost(failure)
             lean.connectionLost(failure)
-            self.assertEqual(closes["lean"], closes["twisted"])
-            self.assertEqual(len(closes["lean"]), 1)
-            self.assertEqual(closes["lean"][0], isinstance(reason, ConnectionDone))
+            # what each peer sees: the end of data (shutdown, close), or a
+            # reset (aborted: SO_LINGER 0, close)
+            seen: list[bytes | str] = []
+            for peer in self.peers:
+                try:
+                    seen.append(peer.recv(10))
+                except ConnectionResetError:
+                    seen.append("reset")
+            self.assertEqual(
+                seen,
+                [b"", b""] if isinstance(reason, ConnectionDone) else ["reset"] * 2,
+            )
+            # each socket object closed, and says so
+            self.assertEqual([s.fileno() for s in sockets], [-1, -1])
+            self.assertEqual(["[closed]" in repr(s) for s in sockets], [True, True])
             self.assertEqual(stopped, ["twisted", "lean"])
             self.assertEqual(self.state(lean), self.state(twisted))
             self.assertNotIn(lean, self.reactor.getReaders())
@@ -439,6 +442,30 @@ class LeanPortTests(SynchronousTestCase):
         self.assertEqual(self.port.logPrefix(), reflect.qual(RecordingFactory))
         self.port.factory = Factory()
         self.assertEqual(self.port.logPrefix(), "twisted.internet.protocol.Factory")
+
+    def test_closeWithoutAuditedSocketCode(self) -> None:
+        """
+        Where Python's C{socket.close} is not the code audited, or a
+        C{makefile()} holds the socket, the connection closes its socket
+        with C{socket.close()}, to the same effect.
+        """
+        for how in ("unaudited", "makefile"):
+            twisted, lean = self.pair()
+            sock = lean.socket
+            if how == "unaudited":
+                self.patch(portModule, "_SOCKET_CLOSE", None)
+            else:
+                held = sock.makefile("rb")
+                self.addCleanup(held.close)
+            lean.connectionLost(Failure(ConnectionDone()))
+            self.assertEqual(self.peers[1].recv(10), b"")
+            self.assertIn("[closed]", repr(sock))
+            if how == "makefile":
+                # socket.close() leaves it open for the file, as ever
+                self.assertNotEqual(sock.fileno(), -1)
+                held.close()
+            self.assertEqual(sock.fileno(), -1)
+            twisted.connectionLost(Failure(ConnectionDone()))
 
     def test_streamReadSize(self) -> None:
         """
