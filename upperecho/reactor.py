@@ -39,11 +39,13 @@ always there by the time its connection is accepted, and reading it at once
 saves the poll and the loop iteration that would only report it.
 
 Its main loop (L{UpperEchoReactor.mainLoop}) skips Twisted's timed-call
-step on the passes that have nothing for it, and its C{removeReader} and
-C{removeWriter} take one call where Twisted's take three, for a
-descriptor epoll holds; both run Twisted's code (or its steps in line) only
-where that code is the code audited (L{upperecho._compat.MAIN_LOOP_CODE},
-L{upperecho._compat.REACTOR_CODE}), and are Twisted's own elsewhere.
+step on the passes that have nothing for it, and its C{addReader},
+C{removeReader} and C{removeWriter} take one call where Twisted's take two
+or three, for a descriptor epoll holds (C{removeSocket}: both removals at
+once, for a connection that ends); each runs Twisted's code (or its steps
+in line) only where that code is the code audited
+(L{upperecho._compat.MAIN_LOOP_CODE}, L{upperecho._compat.REACTOR_CODE}),
+and is Twisted's own elsewhere.
 
 Its C{listenTCP} listens with L{upperecho.port.LeanPort}, whose accept
 loop and connections cost less than C{tcp.Port}'s (see L{upperecho.port});
@@ -381,7 +383,8 @@ class UpperEchoReactor(EPollReactor):
         The pass runs under Twisted's own top-level handler (an error is
         logged as "Unexpected error in main loop" and the loop goes on).
 
-        Without the names this reads (L{leanLoopAvailable}), it is
+        Where a name this reads is missing, or the code it stands for is
+        not the code audited (L{upperecho._compat.mainLoopParts}), it is
         Twisted's own C{mainLoop}.
         """
         parts = self._loopParts
