@@ -1,6 +1,7 @@
 """
 The types of upperecho/_accel.c, the compiled UTF-8 and ASCII paths of
-L{upperecho.transform} and the accept of L{upperecho.port}.
+L{upperecho.transform}, the accept of L{upperecho.port} and the datagram
+reads of L{upperecho.udp}.
 """
 
 from typing import Any
@@ -13,3 +14,6 @@ MAPPED: int
 def upper_utf8(data: bytes, final: bool, /) -> tuple[bytes, int]: ...
 def upper_ascii(data: bytes, /) -> bytes | None: ...
 def accept_nonblocking(fd: int, /) -> tuple[int, tuple[Any, ...]] | None: ...
+def recv_datagrams(
+    fd: int, buffer: bytearray, size: int, ancillary_space: int, /
+) -> list[tuple[bytes, list[tuple[int, int, bytes]], tuple[Any, ...]]]: ...

@@ -49,8 +49,6 @@ C{tcp.Port}.
 from __future__ import annotations
 
 import _socket
-import importlib
-import os
 import socket
 import struct
 from collections.abc import Callable
@@ -70,30 +68,17 @@ from upperecho._compat import (
     leanAcceptAvailable,
     socketCloseAudited,
 )
+from upperecho.compiled import compiled
 
 __all__ = ["LeanPort", "LeanServer", "leanAcceptAvailable"]
-
-
-def compiledAccept() -> Callable[[int], tuple[int, tuple[Any, ...]] | None] | None:
-    """
-    C{accept_nonblocking} of upperecho's C accelerator (upperecho/_accel.c),
-    or C{None} where it is not built or C{UPPERECHO_PURE_PYTHON} is set
-    (the transform's switch, which turns off every compiled path).
-    """
-    if os.environ.get("UPPERECHO_PURE_PYTHON", "") not in ("", "0"):
-        return None
-    try:
-        module = importlib.import_module("upperecho._accel")
-    except ImportError:
-        return None
-    found = getattr(module, "accept_nonblocking", None)
-    return found if callable(found) else None
 
 
 #: the accept L{LeanPort} uses where it can: one system call per connection
 #: that gives a non-blocking descriptor, and C{None} rather than an
 #: exception when no connection is waiting (see upperecho/_accel.c)
-ACCEPT_NONBLOCKING = compiledAccept()
+ACCEPT_NONBLOCKING: Callable[[int], tuple[int, tuple[Any, ...]] | None] | None = (
+    compiled("accept_nonblocking")
+)
 
 #: SO_LINGER on, zero seconds: close with a reset (tcp.Connection's abort)
 _LINGER_RESET = struct.pack("ii", 1, 0)

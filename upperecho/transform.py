@@ -27,10 +27,11 @@ from __future__ import annotations
 import codecs
 import functools
 import importlib
-import os
 import unicodedata
 from collections.abc import Callable
 from types import ModuleType
+
+from upperecho.compiled import pureForced
 
 __all__ = [
     "ACCELERATED",
@@ -108,7 +109,7 @@ def _loadAccelerator() -> tuple[ModuleType | None, str]:
     that built it; a different Unicode version here would make it disagree
     with the definition, so then the pure-Python code runs instead.
     """
-    if os.environ.get("UPPERECHO_PURE_PYTHON", "") not in ("", "0"):
+    if pureForced():
         return None, "pure Python (UPPERECHO_PURE_PYTHON is set)"
     try:
         _accel = importlib.import_module("upperecho._accel")

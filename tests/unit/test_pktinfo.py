@@ -7,6 +7,7 @@ IPv6 and dual-stack, in one process.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import cast
 
@@ -169,8 +170,21 @@ class BindingTests(SynchronousTestCase):
 class WildcardPortTests(SynchronousTestCase):
     """
     An L{UpperEchoPort} bound to every address answers from the address
-    asked, so a connected client accepts the reply.
+    asked, so a connected client accepts the reply.  These tests read with
+    the C accelerator's C{recv_datagrams} where it is built;
+    L{RecvmsgWildcardPortTests} runs them again with C{recvmsg}.
     """
+
+    #: whether the port reads with the compiled burst read
+    compiled = True
+
+    def setUp(self) -> None:
+        if self.compiled and upperecho.udp.RECV_DATAGRAMS is None:
+            if os.environ.get("UPPERECHO_REQUIRE_ACCEL", "") == "1":
+                self.fail("the C accelerator's recv_datagrams is not built")
+            raise SkipTest("the C accelerator is not built")
+        if not self.compiled:
+            self.patch(upperecho.udp, "RECV_DATAGRAMS", None)
 
     def listen(
         self, interface: str, family: int = socket.AF_INET
@@ -301,3 +315,12 @@ class WildcardPortTests(SynchronousTestCase):
         write(data, addr)  # type: ignore[operator]
         self.assertEqual(c.recv(10), b"LATE")
         self.assertIsNone(proto._source)
+
+
+class RecvmsgWildcardPortTests(WildcardPortTests):
+    """
+    L{WildcardPortTests} reading with Python's C{recvmsg}: what runs where
+    the C accelerator is not built.
+    """
+
+    compiled = False

@@ -8,6 +8,7 @@ machine of datagrams from every kind of source.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from typing import Any
 
@@ -561,6 +562,43 @@ class BurstReplyTests(SynchronousTestCase):
         replies = [client.recv(70000) for _ in payloads]
         self.assertEqual(replies, [upper(p) for p in payloads])
         self.assertEqual(proto.datagramsOut, 100)
+
+    def test_realPortBurstEveryRead(self) -> None:
+        """
+        L{test_realPortBurst} with each way of reading a burst: the C
+        accelerator's C{recv_datagrams} (where built) and Python's
+        (C{recvfrom} through Twisted's loop); and more datagrams than one
+        compiled read takes, ending on a datagram too long for the port.
+        """
+        ways: list[Any] = [None]
+        if upperecho.udp.RECV_DATAGRAMS is not None:
+            ways.append(upperecho.udp.RECV_DATAGRAMS)
+        elif os.environ.get("UPPERECHO_REQUIRE_ACCEL", "") == "1":
+            self.fail("the C accelerator's recv_datagrams is not built")
+        for way in ways:
+            self.patch(upperecho.udp, "RECV_DATAGRAMS", way)
+            proto = UpperEchoDatagramProtocol(clock=Clock())
+            port = upperecho.udp.UpperEchoPort(
+                0, proto, "127.0.0.1", 100, MemoryReactor()
+            )
+            port.startListening()
+            self.addCleanup(port.connectionLost)
+            client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            client.settimeout(5)
+            self.addCleanup(client.close)
+            address = ("127.0.0.1", port.getHost().port)
+            payloads = [b"burst %d" % i for i in range(3 * upperecho.udp.RECV_BURST)]
+            for payload in [*payloads, b"x" * 150]:
+                client.sendto(payload, address)
+            port.doRead()
+            replies = [client.recv(70000) for _ in range(len(payloads) + 1)]
+            # the long one cut to maxPacketSize (100), as Twisted's recvfrom does
+            self.assertEqual(replies, [p.upper() for p in payloads] + [b"X" * 100])
+            self.assertEqual(proto.datagramsIn, len(payloads) + 1)
+            if way is not None:
+                self.assertEqual(
+                    len(port._burstBuffer or b""), 100 * upperecho.udp.RECV_BURST
+                )
 
     def test_otherProtocol(self) -> None:
         """
