@@ -1,7 +1,7 @@
 /*
  * upperecho._accel: the UTF-8 and ASCII paths of upperecho/transform.py in C,
  * and (at the end of this file) the accept of upperecho/port.py and the
- * datagram reads of upperecho/udp.py.
+ * datagram reads and writes of upperecho/udp.py.
  *
  * Why: Python's codecs cost about 26 ns per byte of random input (decode with
  * surrogateescape, str.upper, encode), which makes the server, not the
@@ -868,6 +868,217 @@ done:
 }
 #endif
 
+#if defined(UPPERECHO_LINUX) && defined(HAVE_RECV_DATAGRAMS)
+#define HAVE_SEND_DATAGRAMS 1
+
+/*
+ * Why: the replies to a burst of datagrams are held until the burst is
+ * read (upperecho.udp), then sent one sendto() each: per reply its
+ * arguments parsed, the host parsed, a system call.  sendmmsg() sends them
+ * in one call.  Only what is plain here is taken (a host inet_pton reads,
+ * at most one ancillary item that fits): the first reply that is not, or
+ * that the kernel refuses, is left to the caller's sendto, whose error
+ * handling is the one that counts.
+ */
+
+/* fill *to from (host, port) for family; 0 if this is not one we take */
+static int
+reply_address(PyObject *addr, int family, struct sockaddr_storage *to,
+              socklen_t *len)
+{
+    PyObject *host;
+    const char *text;
+    long port;
+
+    if (!PyTuple_Check(addr) || PyTuple_GET_SIZE(addr) != 2) {
+        return 0;
+    }
+    host = PyTuple_GET_ITEM(addr, 0);
+    if (!PyUnicode_Check(host) || !PyLong_Check(PyTuple_GET_ITEM(addr, 1))) {
+        return 0;
+    }
+    port = PyLong_AsLong(PyTuple_GET_ITEM(addr, 1));
+    if (port < 0 || port > 65535) {
+        PyErr_Clear();
+        return 0;
+    }
+    text = PyUnicode_AsUTF8(host);
+    if (text == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    memset(to, 0, sizeof *to);
+    if (family == AF_INET) {
+        struct sockaddr_in *in4 = (struct sockaddr_in *)to;
+        if (inet_pton(AF_INET, text, &in4->sin_addr) != 1) {
+            return 0;
+        }
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        *len = sizeof *in4;
+        return 1;
+    }
+    if (family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)to;
+        if (inet_pton(AF_INET6, text, &in6->sin6_addr) != 1) {
+            return 0;
+        }
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *in6;
+        return 1;
+    }
+    return 0;
+}
+
+/* the one ancillary item of source into control; 0 if not one we take */
+static int
+reply_source(PyObject *source, char *control, size_t room, size_t *used)
+{
+    PyObject *item, *data;
+    struct cmsghdr *c;
+    long level, type;
+    Py_ssize_t n;
+
+    *used = 0;
+    if (source == Py_None) {
+        return 1;
+    }
+    if (!PyList_Check(source) || PyList_GET_SIZE(source) != 1) {
+        return 0;
+    }
+    item = PyList_GET_ITEM(source, 0);
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+        return 0;
+    }
+    data = PyTuple_GET_ITEM(item, 2);
+    if (!PyBytes_Check(data) || !PyLong_Check(PyTuple_GET_ITEM(item, 0))
+        || !PyLong_Check(PyTuple_GET_ITEM(item, 1))) {
+        return 0;
+    }
+    level = PyLong_AsLong(PyTuple_GET_ITEM(item, 0));
+    type = PyLong_AsLong(PyTuple_GET_ITEM(item, 1));
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    n = PyBytes_GET_SIZE(data);
+    if (level < INT_MIN || level > INT_MAX || type < INT_MIN || type > INT_MAX
+        || CMSG_SPACE((size_t)n) > room) {
+        return 0;
+    }
+    memset(control, 0, CMSG_SPACE((size_t)n));
+    c = (struct cmsghdr *)control;
+    c->cmsg_level = (int)level;
+    c->cmsg_type = (int)type;
+    c->cmsg_len = CMSG_LEN((size_t)n);
+    memcpy(CMSG_DATA(c), PyBytes_AS_STRING(data), (size_t)n);
+    *used = CMSG_SPACE((size_t)n);
+    return 1;
+}
+
+PyDoc_STRVAR(send_datagrams_doc,
+"send_datagrams(fd, family, replies, start, /) -> int\n\
+\n\
+Send replies[start:], each a (data, address, source) of upperecho.udp\n\
+(source: None, or sendmsg's ancillary list of one item), on the UDP\n\
+socket fd of the given family, in as few sendmmsg() calls as it takes;\n\
+return the index of the first reply not sent (len(replies) when all\n\
+were): its address or source is not a plain one, or the kernel refused\n\
+it, and the caller sends it its own way (and learns the error there).");
+
+static PyObject *
+send_datagrams(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    struct mmsghdr msgs[RECV_DATAGRAMS_MAX];
+    struct iovec iov[RECV_DATAGRAMS_MAX];
+    struct sockaddr_storage to[RECV_DATAGRAMS_MAX];
+    union {
+        struct cmsghdr align;
+        char bytes[64];
+    } control[RECV_DATAGRAMS_MAX];
+    PyObject *replies;
+    long fd, family;
+    Py_ssize_t start, total;
+
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "send_datagrams() takes exactly 4 arguments");
+        return NULL;
+    }
+    fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    family = PyLong_AsLong(args[1]);
+    if (family == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    replies = args[2];
+    if (!PyList_Check(replies)) {
+        PyErr_SetString(PyExc_TypeError, "send_datagrams(): replies must be a list");
+        return NULL;
+    }
+    start = PyLong_AsSsize_t(args[3]);
+    if (start == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    total = PyList_GET_SIZE(replies);
+    if (fd < 0 || fd > INT_MAX || start < 0 || start > total) {
+        PyErr_SetString(PyExc_ValueError,
+                        "send_datagrams(): fd or start out of range");
+        return NULL;
+    }
+    while (start < total) {
+        Py_ssize_t count = 0;
+        int sent;
+        /* the plain replies from start on, at most a batch of them */
+        while (count < RECV_DATAGRAMS_MAX && start + count < total) {
+            PyObject *reply = PyList_GET_ITEM(replies, start + count);
+            PyObject *data;
+            socklen_t len = 0;
+            size_t used = 0;
+            if (!PyTuple_Check(reply) || PyTuple_GET_SIZE(reply) != 3) {
+                break;
+            }
+            data = PyTuple_GET_ITEM(reply, 0);
+            if (!PyBytes_Check(data)
+                || !reply_address(PyTuple_GET_ITEM(reply, 1), (int)family,
+                                  &to[count], &len)
+                || !reply_source(PyTuple_GET_ITEM(reply, 2),
+                                 control[count].bytes,
+                                 sizeof control[count].bytes, &used)) {
+                break;
+            }
+            /* (the list holds data: valid while this call runs) */
+            iov[count].iov_base = PyBytes_AS_STRING(data);
+            iov[count].iov_len = (size_t)PyBytes_GET_SIZE(data);
+            memset(&msgs[count], 0, sizeof msgs[count]);
+            msgs[count].msg_hdr.msg_name = &to[count];
+            msgs[count].msg_hdr.msg_namelen = len;
+            msgs[count].msg_hdr.msg_iov = &iov[count];
+            msgs[count].msg_hdr.msg_iovlen = 1;
+            msgs[count].msg_hdr.msg_control = used ? control[count].bytes : NULL;
+            msgs[count].msg_hdr.msg_controllen = used;
+            count++;
+        }
+        if (count == 0) {
+            break; /* replies[start] is the caller's */
+        }
+        /* non-blocking socket: the GIL is kept */
+        sent = sendmmsg((int)fd, msgs, (unsigned int)count, MSG_DONTWAIT);
+        if (sent <= 0) {
+            break; /* refused: replies[start] is the caller's */
+        }
+        start += sent;
+        if (sent < count) {
+            break;
+        }
+    }
+    return PyLong_FromSsize_t(start);
+}
+#endif
+
 static PyMethodDef accel_methods[] = {
     {"upper_utf8", (PyCFunction)(void (*)(void))upper_utf8, METH_FASTCALL,
      upper_utf8_doc},
@@ -878,6 +1089,10 @@ static PyMethodDef accel_methods[] = {
 #ifdef HAVE_RECV_DATAGRAMS
     {"recv_datagrams", (PyCFunction)(void (*)(void))recv_datagrams,
      METH_FASTCALL, recv_datagrams_doc},
+#endif
+#ifdef HAVE_SEND_DATAGRAMS
+    {"send_datagrams", (PyCFunction)(void (*)(void))send_datagrams,
+     METH_FASTCALL, send_datagrams_doc},
 #endif
     {NULL, NULL, 0, NULL},
 };
@@ -943,7 +1158,8 @@ static struct PyModuleDef accel_module = {
     PyModuleDef_HEAD_INIT,
     "upperecho._accel",
     "The UTF-8 and ASCII paths of upperecho.transform, the accept of "
-    "upperecho.port and the datagram reads of upperecho.udp, in C.",
+    "upperecho.port and the datagram reads and writes of upperecho.udp, "
+    "in C.",
     0,
     accel_methods,
     accel_slots,

@@ -1,8 +1,10 @@
 """
-Tests for L{upperecho.compiled} and the C accelerator's datagram reads
-(C{recv_datagrams}): the same datagrams, ancillary data and addresses that
-C{socket.recvmsg} gives, many per call, and C{[]} when none is waiting.
-C{.ci/sanitize} runs these under AddressSanitizer and UBSan.
+Tests for L{upperecho.compiled} and the C accelerator's datagram reads and
+writes: C{recv_datagrams} gives the datagrams, ancillary data and addresses
+C{socket.recvmsg} gives, many per call, and C{[]} when none is waiting;
+C{send_datagrams} sends a list of replies in order and leaves the first it
+does not take to the caller.  C{.ci/sanitize} runs these under
+AddressSanitizer and UBSan.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from upperecho.compiled import compiled, pureForced
-from upperecho.pktinfo import ANCILLARY_SPACE, enableDestinationInfo
+from upperecho.pktinfo import ANCILLARY_SPACE, IP_PKTINFO, enableDestinationInfo
 
 SIZE = 65535
 
@@ -155,3 +157,130 @@ class RecvDatagramsTests(SynchronousTestCase):
         self.assertRaises(ValueError, self.read, fd, self.buffer, SIZE, 10**6)
         self.assertRaises(ValueError, self.read, fd, bytearray(10), SIZE, 0)
         self.assertRaises(TypeError, self.read, "3", self.buffer, SIZE, 0)
+
+
+class SendDatagramsTests(SynchronousTestCase):
+    """
+    C{send_datagrams}: the plain replies of a list in order, in as few
+    C{sendmmsg} calls as it takes, stopping at the first it leaves to the
+    caller.
+    """
+
+    def setUp(self) -> None:
+        send = compiled("send_datagrams")
+        if send is None:
+            if os.environ.get("UPPERECHO_REQUIRE_ACCEL", "") == "1":
+                self.fail("the C accelerator's send_datagrams is not built")
+            raise SkipTest("the C accelerator is not built")
+        self.send = send
+
+    def sockets(
+        self, family: socket.AddressFamily, host: str
+    ) -> tuple[socket.socket, socket.socket, tuple[Any, ...]]:
+        try:
+            receiver = socket.socket(family, socket.SOCK_DGRAM)
+            receiver.bind((host, 0))
+        except OSError as e:
+            raise SkipTest(f"no {family.name} here: {e}") from e
+        self.addCleanup(receiver.close)
+        receiver.settimeout(5)
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sender = socket.socket(family, socket.SOCK_DGRAM)
+        self.addCleanup(sender.close)
+        sender.bind(("0.0.0.0" if family == socket.AF_INET else "::", 0))
+        sender.setblocking(False)
+        return sender, receiver, receiver.getsockname()[:2]
+
+    def received(self, receiver: socket.socket, n: int) -> list[bytes]:
+        got = [receiver.recv(70000) for _ in range(n)]
+        receiver.setblocking(False)
+        self.assertRaises(BlockingIOError, receiver.recv, 10)
+        receiver.settimeout(5)
+        return got
+
+    def test_allInOrder(self) -> None:
+        """
+        More replies than one call takes, IPv4 and IPv6: all sent, in
+        order; the index returned is the list's length.
+        """
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            sender, receiver, address = self.sockets(family, host)
+            payloads = [b"reply %d" % i for i in range(150)] + [b""]
+            replies = [(p, address, None) for p in payloads]
+            self.assertEqual(
+                self.send(sender.fileno(), family, replies, 0), len(replies)
+            )
+            self.assertEqual(self.received(receiver, len(replies)), payloads)
+            self.assertEqual(
+                self.send(sender.fileno(), family, replies, len(replies)), len(replies)
+            )
+
+    def test_fromSource(self) -> None:
+        """
+        A reply with a source (C{IP_PKTINFO}, as L{upperecho.pktinfo} makes
+        it) comes from that address.
+        """
+        if IP_PKTINFO is None:
+            raise SkipTest("no IP_PKTINFO here")
+        sender, receiver, address = self.sockets(socket.AF_INET, "127.0.0.1")
+        source = [
+            (
+                socket.IPPROTO_IP,
+                IP_PKTINFO,
+                b"\0" * 4
+                + socket.inet_aton("127.0.0.3")
+                + socket.inet_aton("127.0.0.3"),
+            )
+        ]
+        replies = [(b"one", address, source), (b"two", address, None)]
+        self.assertEqual(self.send(sender.fileno(), socket.AF_INET, replies, 0), 2)
+        self.assertEqual(receiver.recvfrom(10)[1][0], "127.0.0.3")
+        self.assertEqual(receiver.recvfrom(10)[1][0], "127.0.0.1")
+
+    def test_leavesToCaller(self) -> None:
+        """
+        It stops at, and returns the index of, the first reply whose address
+        or source it does not take (a name, a port out of range, a four-part
+        address, two ancillary items, not a tuple of three, data not
+        bytes) or that the kernel refuses (too long); those before it are
+        sent.
+        """
+        sender, receiver, address = self.sockets(socket.AF_INET, "127.0.0.1")
+        host, port = address
+        item = (socket.IPPROTO_IP, 8, b"\0" * 12)
+        for odd in (
+            (b"x", ("localhost", port), None),
+            (b"x", (host, 70000), None),
+            (b"x", (host, port, 0, 0), None),
+            (b"x", address, [item, item]),
+            (b"x", address, [(0, 0, b"\0" * 100)]),
+            (b"x", address),
+            ("x", address, None),
+            (b"x" * 70000, address, None),
+        ):
+            replies: list[Any] = [
+                (b"first", address, None),
+                odd,
+                (b"after", address, None),
+            ]
+            self.assertEqual(
+                self.send(sender.fileno(), socket.AF_INET, replies, 0), 1, odd[1:]
+            )
+            self.assertEqual(self.received(receiver, 1), [b"first"])
+            self.assertEqual(self.send(sender.fileno(), socket.AF_INET, replies, 2), 3)
+            self.assertEqual(self.received(receiver, 1), [b"after"])
+
+    def test_errors(self) -> None:
+        """
+        A descriptor the kernel will not send on leaves the first reply to
+        the caller; bad arguments raise C{TypeError} or C{ValueError}.
+        """
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        replies = [(b"x", ("127.0.0.1", 9), None)]
+        self.assertEqual(self.send(w, socket.AF_INET, replies, 0), 0)
+        self.assertRaises(TypeError, self.send, w, socket.AF_INET, tuple(replies), 0)
+        self.assertRaises(TypeError, self.send, w, socket.AF_INET, replies)
+        self.assertRaises(ValueError, self.send, w, socket.AF_INET, replies, 2)
+        self.assertRaises(ValueError, self.send, -1, socket.AF_INET, replies, 0)

@@ -565,18 +565,21 @@ class BurstReplyTests(SynchronousTestCase):
 
     def test_realPortBurstEveryRead(self) -> None:
         """
-        L{test_realPortBurst} with each way of reading a burst: the C
-        accelerator's C{recv_datagrams} (where built) and Python's
-        (C{recvfrom} through Twisted's loop); and more datagrams than one
-        compiled read takes, ending on a datagram too long for the port.
+        L{test_realPortBurst} with each way of reading a burst and sending
+        its replies: the C accelerator's C{recv_datagrams} and
+        C{send_datagrams} (where built) and Python's (C{recvfrom} through
+        Twisted's loop, C{sendto}); and more datagrams than one compiled
+        read takes, ending on a datagram too long for the port.
         """
-        ways: list[Any] = [None]
+        ways: list[Any] = [(None, None)]
         if upperecho.udp.RECV_DATAGRAMS is not None:
-            ways.append(upperecho.udp.RECV_DATAGRAMS)
+            ways.append((upperecho.udp.RECV_DATAGRAMS, upperecho.udp.SEND_DATAGRAMS))
+            ways.append((upperecho.udp.RECV_DATAGRAMS, None))
         elif os.environ.get("UPPERECHO_REQUIRE_ACCEL", "") == "1":
             self.fail("the C accelerator's recv_datagrams is not built")
-        for way in ways:
+        for way, send in ways:
             self.patch(upperecho.udp, "RECV_DATAGRAMS", way)
+            self.patch(upperecho.udp, "SEND_DATAGRAMS", send)
             proto = UpperEchoDatagramProtocol(clock=Clock())
             port = upperecho.udp.UpperEchoPort(
                 0, proto, "127.0.0.1", 100, MemoryReactor()
@@ -599,6 +602,34 @@ class BurstReplyTests(SynchronousTestCase):
                 self.assertEqual(
                     len(port._burstBuffer or b""), 100 * upperecho.udp.RECV_BURST
                 )
+
+    def test_heldRepliesLeftToSendto(self) -> None:
+        """
+        A held reply the compiled send leaves (one it does not take, or one
+        the kernel refused) goes out through C{_send}, with its errors
+        handled there, and the rest after it still go.
+        """
+        calls: list[int] = []
+
+        def sendSome(fd: int, family: int, replies: list[Any], start: int) -> int:
+            # takes every other reply, one at a time
+            calls.append(start)
+            return start if start % 2 else start + 1
+
+        self.patch(upperecho.udp, "SEND_DATAGRAMS", sendSome)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        self.proto._sock = sock
+        sent: list[bytes] = []
+        self.patch(self.proto, "_send", lambda data, addr, source: sent.append(data))
+        self.proto.holdReplies()
+        for i in range(5):
+            self.receive(b"r%d" % i)
+        self.proto.sendHeldReplies()
+        # r0 went at once (not held); of r1..r4, the fake took held[0] and
+        # held[2], and _send the others
+        self.assertEqual(sent, [b"R0", b"R2", b"R4"])
+        self.assertEqual(calls, [0, 2])
 
     def test_otherProtocol(self) -> None:
         """
