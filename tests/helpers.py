@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trustme
 from twisted.trial.unittest import SynchronousTestCase
@@ -399,3 +400,26 @@ def readUntil(fd: int, expected: bytes, timeout: float = 20) -> bytes:
             seen += chunk
     assert expected in seen, seen
     return seen
+
+
+#: L{requireCompiled}'s "not given"
+_UNSET: Any = object()
+
+
+def requireCompiled(case: Any, name: str, available: Any = _UNSET) -> Any:
+    """
+    The C accelerator's function C{name} (L{upperecho.compiled}), or
+    C{available} if given; where it is missing, skip C{case}'s test, or
+    fail it under C{UPPERECHO_REQUIRE_ACCEL=1} (C{make test}, tox, CI),
+    where the accelerator must be built.
+    """
+    from twisted.trial.unittest import SkipTest
+
+    from upperecho.compiled import compiled
+
+    found = compiled(name) if available is _UNSET else available
+    if found is None:
+        if os.environ.get("UPPERECHO_REQUIRE_ACCEL", "") == "1":
+            case.fail(f"the C accelerator's {name} is not built")
+        raise SkipTest("the C accelerator is not built")
+    return found

@@ -17,6 +17,7 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from tests.helpers import requireCompiled
 from upperecho.compiled import compiled, pureForced
 from upperecho.pktinfo import ANCILLARY_SPACE, IP_PKTINFO, enableDestinationInfo
 
@@ -53,12 +54,7 @@ class SwitchTests(SynchronousTestCase):
 
 class RecvDatagramsTests(SynchronousTestCase):
     def setUp(self) -> None:
-        read = compiled("recv_datagrams")
-        if read is None:
-            if os.environ.get("UPPERECHO_REQUIRE_ACCEL", "") == "1":
-                self.fail("the C accelerator's recv_datagrams is not built")
-            raise SkipTest("the C accelerator is not built")
-        self.read = read
+        self.read = requireCompiled(self, "recv_datagrams")
         self.buffer = bytearray(16 * SIZE)
 
     def pair(
@@ -167,12 +163,7 @@ class SendDatagramsTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        send = compiled("send_datagrams")
-        if send is None:
-            if os.environ.get("UPPERECHO_REQUIRE_ACCEL", "") == "1":
-                self.fail("the C accelerator's send_datagrams is not built")
-            raise SkipTest("the C accelerator is not built")
-        self.send = send
+        self.send = requireCompiled(self, "send_datagrams")
 
     def sockets(
         self, family: socket.AddressFamily, host: str

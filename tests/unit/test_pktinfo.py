@@ -7,7 +7,6 @@ IPv6 and dual-stack, in one process.
 
 from __future__ import annotations
 
-import os
 import socket
 from typing import cast
 
@@ -17,7 +16,7 @@ from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 import upperecho.udp
-from tests.helpers import ipv6Loopback
+from tests.helpers import ipv6Loopback, requireCompiled
 from upperecho import pktinfo
 from upperecho.pktinfo import (
     IP_PKTINFO,
@@ -179,11 +178,9 @@ class WildcardPortTests(SynchronousTestCase):
     compiled = True
 
     def setUp(self) -> None:
-        if self.compiled and upperecho.udp.RECV_DATAGRAMS is None:
-            if os.environ.get("UPPERECHO_REQUIRE_ACCEL", "") == "1":
-                self.fail("the C accelerator's recv_datagrams is not built")
-            raise SkipTest("the C accelerator is not built")
-        if not self.compiled:
+        if self.compiled:
+            requireCompiled(self, "recv_datagrams", upperecho.udp.RECV_DATAGRAMS)
+        else:
             self.patch(upperecho.udp, "RECV_DATAGRAMS", None)
 
     def listen(

@@ -24,6 +24,7 @@ from twisted.python import context, log, reflect
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from tests.helpers import requireCompiled
 from upperecho import _compat
 from upperecho import port as portModule
 from upperecho.compiled import compiled
@@ -95,11 +96,11 @@ class LeanPortTests(SynchronousTestCase):
     compiled = True
 
     def setUp(self) -> None:
-        self.accept = portModule.ACCEPT_NONBLOCKING if self.compiled else None
-        if self.compiled and self.accept is None:
-            if os.environ.get("UPPERECHO_REQUIRE_ACCEL", "") == "1":
-                self.fail("the C accelerator's accept_nonblocking is not built")
-            raise SkipTest("the C accelerator is not built")
+        self.accept = None
+        if self.compiled:
+            self.accept = requireCompiled(
+                self, "accept_nonblocking", portModule.ACCEPT_NONBLOCKING
+            )
         self.patch(portModule, "ACCEPT_NONBLOCKING", self.accept)
         self.reactor = UpperEchoReactor()
         self.addCleanup(self.reactor._poller.close)
@@ -588,12 +589,9 @@ class CompiledAcceptTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        accept = portModule.ACCEPT_NONBLOCKING
-        if accept is None:
-            if os.environ.get("UPPERECHO_REQUIRE_ACCEL", "") == "1":
-                self.fail("the C accelerator's accept_nonblocking is not built")
-            raise SkipTest("the C accelerator is not built")
-        self.accept = accept
+        self.accept = requireCompiled(
+            self, "accept_nonblocking", portModule.ACCEPT_NONBLOCKING
+        )
 
     def listener(self, family: socket.AddressFamily, host: str) -> socket.socket:
         try:
