@@ -490,6 +490,10 @@ class UpperEchoPort(_UDPPort):
             self._burstBuffer = bytearray(RECV_BURST * size)
         fd = self.socket.fileno()
         buffer = self._burstBuffer
+        # a compiled read that fills fewer slots than it has found the
+        # socket drained: another would only fail (a system call per burst);
+        # a datagram that comes after is reported by the next poll
+        full = RECV_BURST if readBurst is RECV_DATAGRAMS else 1
         while read < self.maxThroughput:
             try:
                 burst = readBurst(fd, buffer, size, space)
@@ -513,6 +517,8 @@ class UpperEchoPort(_UDPPort):
                     received(data, addr)
                 except BaseException:
                     log.err()
+            if len(burst) < full:
+                return
 
 
 def _recvOne(

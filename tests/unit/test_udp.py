@@ -38,6 +38,7 @@ import upperecho.tap
 import upperecho.tcp
 import upperecho.transform
 import upperecho.udp
+from tests.helpers import requireCompiled
 from upperecho.transform import upper
 from upperecho.udp import (
     MAX_DATAGRAM,
@@ -602,6 +603,36 @@ class BurstReplyTests(SynchronousTestCase):
                 self.assertEqual(
                     len(port._burstBuffer or b""), 100 * upperecho.udp.RECV_BURST
                 )
+
+    def test_shortBurstEndsTheRead(self) -> None:
+        """
+        A compiled read that fills fewer slots than it has ends the read
+        loop: no further call only to learn that nothing is left.
+        """
+        real = requireCompiled(self, "recv_datagrams", upperecho.udp.RECV_DATAGRAMS)
+        counts: list[int] = []
+
+        def counting(fd: int, buffer: Any, size: int, space: int) -> Any:
+            got = real(fd, buffer, size, space)
+            counts.append(len(got))
+            return got
+
+        self.patch(upperecho.udp, "RECV_DATAGRAMS", counting)
+        proto = UpperEchoDatagramProtocol(clock=Clock())
+        port = upperecho.udp.UpperEchoPort(0, proto, "127.0.0.1", 100, MemoryReactor())
+        port.startListening()
+        self.addCleanup(port.connectionLost)
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(client.close)
+        address = ("127.0.0.1", port.getHost().port)
+        burst = upperecho.udp.RECV_BURST
+        for n in (3, burst + 4, burst):
+            counts.clear()
+            for i in range(n):
+                client.sendto(b"%d" % i, address)
+            port.doRead()
+            expected = [n] if n < burst else [burst, n - burst]
+            self.assertEqual(counts, expected, n)
 
     def test_heldRepliesLeftToSendto(self) -> None:
         """
