@@ -735,10 +735,21 @@ ancillary_list(struct msghdr *msg)
         return NULL;
     }
     for (c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c)) {
-        size_t len = c->cmsg_len - CMSG_LEN(0);
-        PyObject *item = Py_BuildValue("(iiy#)", c->cmsg_level, c->cmsg_type,
-                                       (const char *)CMSG_DATA(c),
-                                       (Py_ssize_t)len);
+        /* what of its data the buffer holds: ancillary data that did not
+           fit (MSG_CTRUNC) ends at the buffer's end, as recvmsg gives it */
+        const char *end = (const char *)msg->msg_control + msg->msg_controllen;
+        const char *data = (const char *)CMSG_DATA(c);
+        size_t len;
+        PyObject *item;
+        if (c->cmsg_len < CMSG_LEN(0) || data > end) {
+            break;
+        }
+        len = c->cmsg_len - CMSG_LEN(0);
+        if (len > (size_t)(end - data)) {
+            len = (size_t)(end - data);
+        }
+        item = Py_BuildValue("(iiy#)", c->cmsg_level, c->cmsg_type, data,
+                             (Py_ssize_t)len);
         if (item == NULL || PyList_Append(list, item) < 0) {
             Py_XDECREF(item);
             Py_DECREF(list);

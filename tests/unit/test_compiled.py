@@ -13,6 +13,7 @@ import errno
 import importlib
 import os
 import socket
+import sys
 from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
@@ -103,6 +104,29 @@ class RecvDatagramsTests(SynchronousTestCase):
                 if space:
                     self.assertEqual(len(got[0][1]), 1)
                 self.assertEqual(self.read(fd, self.buffer, SIZE, space), [])
+
+    def test_ancillaryCut(self) -> None:
+        """
+        Ancillary data that does not fit the room given is cut where
+        C{recvmsg} cuts it, for every room from none to enough.
+        """
+        # IP_RECVTTL: named by Python's socket module only from 3.12 on;
+        # its value on Linux is fixed by the kernel ABI
+        recvTTL = getattr(socket, "IP_RECVTTL", 12 if sys.platform == "linux" else None)
+        if IP_PKTINFO is None or recvTTL is None:
+            raise SkipTest("no IP_PKTINFO or IP_RECVTTL here")
+        server, client, address = self.pair(socket.AF_INET, "127.0.0.1", "0.0.0.0")
+        server.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        server.setsockopt(socket.IPPROTO_IP, recvTTL, 1)
+        fd = server.fileno()
+        full = socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4)
+        for space in range(0, full + 1, 4):
+            client.sendto(b"a", address)
+            client.sendto(b"a", address)
+            ours = self.read(fd, bytearray(SIZE), SIZE, space)
+            data, ancillary, _flags, addr = server.recvmsg(SIZE, space)
+            self.assertEqual(ours, [(data, ancillary, addr)], space)
+        self.assertEqual(len(ours[0][1]), 2)
 
     def test_burstBoundedByBuffer(self) -> None:
         """
