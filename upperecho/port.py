@@ -211,10 +211,10 @@ class LeanServer(Server):
         """
         C{tcp.Connection.connectionLost}, with the
         C{FileDescriptor.connectionLost}, C{stopReading}, C{stopWriting} and
-        C{_closeSocket} it calls, in one call (audited as L{__init__} is).  Whether the
-        connection was aborted is asked with C{issubclass}, which answers
-        what C{Failure.check}'s comparison of qualified names answers for a
-        class, without building them.
+        C{_closeSocket} it calls, in one call (audited as L{__init__} is).
+        Whether the connection was aborted is asked with C{issubclass},
+        which answers what C{Failure.check}'s comparison of qualified names
+        answers for a class, without building them.
         """
         if not hasattr(self, "socket"):
             return
