@@ -3,13 +3,14 @@
 The compiled network paths of upperecho's C accelerator (upperecho/_accel.c),
 and the one switch that turns every compiled path off.
 
-The accelerator holds, besides the transform (L{upperecho.transform}), two
+The accelerator holds, besides the transform (L{upperecho.transform}),
 system-call paths that Python's socket module makes dear per connection or
 per datagram: an C{accept4} that gives a non-blocking descriptor at once
-(L{upperecho.port}) and a C{recvmmsg} that reads a burst of datagrams in
-one call (L{upperecho.udp}).  Each has a pure-Python path beside it, used
-where the accelerator is not built, where this platform lacks the call, or
-where C{UPPERECHO_PURE_PYTHON} is set.
+(L{upperecho.port}), and a C{recvmmsg} and a C{sendmmsg} that read a burst
+of datagrams and send the replies to it in one call each
+(L{upperecho.udp}).  Each has a pure-Python path beside it, used where the
+accelerator is not built, where this platform lacks the call, or where
+C{UPPERECHO_PURE_PYTHON} is set.
 """
 
 from __future__ import annotations
