@@ -216,8 +216,9 @@ LEAN_SERVER_ATTRIBUTES = (
 
 #: Twisted's code that L{upperecho.port.LeanServer} runs flattened into its
 #: own C{__init__} and C{connectionLost} (one Python call each, instead of
-#: six and nine) and into its C{doRead}'s end of reading, each function's source as read from Twisted L{AUDITED}
-#: given by the first 16 hex digits of its SHA-256 (L{sourceDigest}).  If
+#: six and nine) and into its C{doRead}'s end of reading, each function's
+#: source as read from Twisted L{AUDITED} given by the first 16 hex digits
+#: of its SHA-256 (L{sourceDigest}).  If
 #: any of them changes, or cannot be read, L{leanAcceptAvailable} is false
 #: and connections are Twisted's own: the copy is never older than the code
 #: it stands for.
@@ -279,6 +280,12 @@ PRIVATE_NAMES = (
         REACTOR_LOOP_GLOBALS,
         "the same: the handler each pass runs under, the logger that says "
         "the loop ended",
+    ),
+    PrivateNames(
+        "twisted.logger._logger",
+        ("_FastFailCtxMgr",),
+        "the same: the handler's type, whose __exit__ the loop calls only "
+        "when a pass raises (MAIN_LOOP_CODE)",
     ),
     PrivateNames(
         "twisted.internet.tcp:Port",
@@ -461,10 +468,9 @@ def mainLoopParts(reactor: object) -> tuple[Any, Any] | None:
     not the code audited (L{MAIN_LOOP_CODE}): then the loop is Twisted's.
     """
     from twisted.internet import base
-
-    handler, logger = (getattr(base, name, None) for name in REACTOR_LOOP_GLOBALS)
     from twisted.logger import _logger
 
+    handler, logger = (getattr(base, name, None) for name in REACTOR_LOOP_GLOBALS)
     if (
         type(handler) is not getattr(_logger, "_FastFailCtxMgr", None)
         or logger is None

@@ -116,9 +116,7 @@ class FairShare(Generic[C]):
             C{None}, and the connection that must be closed to make room for
             it (already forgotten here), or C{None}.
         """
-        # (self.held(source), in line: this runs for every connection)
-        conns = self._held.get(source)
-        mine = len(conns) if conns else 0
+        mine = self.held(source)
         if self.perSource and mine >= self.perSource:
             return PER_SOURCE, None
         if self._count < self.maxConnections:
@@ -134,9 +132,7 @@ class FairShare(Generic[C]):
         """
         C{conn} from C{source} was admitted: its C{source} is set.
         """
-        # (self._holding(conn), in line: this runs for every connection)
-        held = self._held.get(getattr(conn, "source", None))  # type: ignore[arg-type]
-        if held is not None and conn in held:
+        if self._holding(conn) is not None:
             return
         conn.source = source
         self._count += 1

@@ -31,9 +31,9 @@ host the same address string.  Where upperecho's C accelerator is built,
 the port accepts with its C{accept_nonblocking} (L{ACCEPT_NONBLOCKING}):
 the new descriptor is non-blocking from the C{accept4} that makes it (no
 C{ioctl} per connection), and "none waiting" is C{None}, not an
-exception; elsewhere with Python's C{socket._accept}, as before.  About 210 bytes less per connection, and the
-accept path several microseconds shorter (docs/performance.rst has the
-measurements).
+exception; elsewhere with Python's C{socket._accept}, as before.  About
+210 bytes less per connection, and the accept path several microseconds
+shorter (docs/performance.rst has the measurements).
 
 It reads private names of Twisted's port (C{_buildAddr}, C{numberAccepts},
 C{sessionno}), of its connection (C{_getLogPrefix}, C{_closeSocket} ...) and

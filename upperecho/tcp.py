@@ -376,9 +376,7 @@ class UpperEchoFactory(Factory):
             return None
         if victim is not None:
             self._evict(victim, addr)
-        # Factory.buildProtocol's two steps, without its call
-        proto = self.protocol()
-        proto.factory = self
+        proto: UpperEchoProtocol = super().buildProtocol(addr)  # type: ignore[assignment]
         self.fairShare.add(proto, source)
         return proto
 

@@ -25,6 +25,22 @@ from upperecho.pktinfo import ANCILLARY_SPACE, IP_PKTINFO, enableDestinationInfo
 SIZE = 65535
 
 
+def udpSocket(
+    case: SynchronousTestCase, family: socket.AddressFamily, host: str
+) -> socket.socket:
+    """
+    A UDP socket bound to C{host}, closed when C{case} ends; the test is
+    skipped where this machine has no such address.
+    """
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.bind((host, 0))
+    except OSError as e:
+        raise SkipTest(f"no {family.name} here: {e}") from e
+    case.addCleanup(sock.close)
+    return sock
+
+
 class SwitchTests(SynchronousTestCase):
     """
     C{UPPERECHO_PURE_PYTHON} turns every compiled path off.
@@ -61,12 +77,7 @@ class RecvDatagramsTests(SynchronousTestCase):
     def pair(
         self, family: socket.AddressFamily, host: str, wildcard: str
     ) -> tuple[socket.socket, socket.socket, tuple[Any, ...]]:
-        try:
-            server = socket.socket(family, socket.SOCK_DGRAM)
-            server.bind((wildcard, 0))
-        except OSError as e:
-            raise SkipTest(f"no {family.name} here: {e}") from e
-        self.addCleanup(server.close)
+        server = udpSocket(self, family, wildcard)
         server.setblocking(False)
         client = socket.socket(family, socket.SOCK_DGRAM)
         self.addCleanup(client.close)
@@ -192,12 +203,7 @@ class SendDatagramsTests(SynchronousTestCase):
     def sockets(
         self, family: socket.AddressFamily, host: str
     ) -> tuple[socket.socket, socket.socket, tuple[Any, ...]]:
-        try:
-            receiver = socket.socket(family, socket.SOCK_DGRAM)
-            receiver.bind((host, 0))
-        except OSError as e:
-            raise SkipTest(f"no {family.name} here: {e}") from e
-        self.addCleanup(receiver.close)
+        receiver = udpSocket(self, family, host)
         receiver.settimeout(5)
         receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         sender = socket.socket(family, socket.SOCK_DGRAM)
